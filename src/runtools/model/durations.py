@@ -1,0 +1,75 @@
+"""Durations (`90`, `1.5s`, `500ms`, `10m`, `1h30m`, `2d`) and instants for filters."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from runtools.errors import UsageError
+
+_UNIT = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|sec|min|s|m|h|d)")
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds from `text`; a bare number means seconds. Raises UsageError on anything else."""
+    s = str(text).strip().lower()
+    try:
+        value = float(s)
+    except ValueError:
+        pos, total = 0, 0.0
+        for m in _PART.finditer(s):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNIT[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise UsageError(f"invalid {what} {text!r}: use seconds or a number with ms/s/m/h/d, e.g. 90, 1.5s, 10m, 1h30m") from None
+        value = total
+    if value < 0 or value != value or value == float("inf"):
+        raise UsageError(f"invalid {what} {text!r}: must be a finite, non-negative number")
+    return value
+
+
+def parse_instant(text: str, what: str = "time", now: datetime | None = None) -> float:
+    """Epoch seconds from ISO 8601 (naive = local time), `today`, `yesterday`, or an age like `2h` (= 2h ago)."""
+    s = text.strip()
+    now = now or datetime.now().astimezone()
+    if s.lower() == "today":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    if s.lower() == "yesterday":
+        return (now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp()
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        try:
+            return now.timestamp() - parse_duration(s)
+        except UsageError:
+            raise UsageError(
+                f"invalid {what} {text!r}: use ISO 8601 (2026-01-01, 2026-01-01T12:00:00+02:00) or an age like 2h"
+            ) from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # naive means local time
+    return dt.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 with offset, in local time, millisecond precision; None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
