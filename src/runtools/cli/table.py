@@ -1,0 +1,44 @@
+"""Plain text tables for people (fast to import; no colours when not a terminal)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+
+def local_time(ts: float | None, today_short: bool = True) -> str:
+    if ts is None:
+        return ""
+    dt = datetime.fromtimestamp(ts)
+    if today_short and dt.date() == datetime.now().date():
+        return dt.strftime("%H:%M:%S")
+    return dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_last: int | None = None) -> str:
+    if not rows:
+        return ""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    term = _term_width()
+    lines = []
+    for row in [list(headers), *[list(r) for r in rows]]:
+        parts = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])]
+        line = "  ".join([*parts, row[-1]])
+        if term and len(line) > term:
+            line = line[: term - 1] + "…"
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _term_width() -> int | None:
+    if not sys.stdout.isatty():
+        return None
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return None

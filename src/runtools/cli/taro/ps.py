@@ -1,0 +1,37 @@
+"""taro ps: what runs now."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runtools.cli.views import add_common, add_patterns, env_of, state_text, status_text
+
+HELP = "what runs now: job, run id, created, exec time, state, status/progress"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    add_patterns(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtools.model.criteria import RunMatcher
+
+    matcher = RunMatcher.parse(args.patterns)
+    with env_of(args) as env:
+        runs = env.active_runs(matcher)
+    if args.json:
+        from runtools.cli.common import print_json
+
+        print_json([r.to_json() for r in runs])
+        return 0
+    from runtools.cli.table import local_time, render
+    from runtools.model.durations import human_duration
+
+    rows = [
+        [r.job_id, r.run_id, local_time(r.created_at), human_duration(r.duration), state_text(r), status_text(r)]
+        for r in runs
+    ]
+    sys.stdout.write(render(["JOB", "RUN ID", "CREATED", "EXEC TIME", "STATE", "STATUS"], rows))
+    return 0

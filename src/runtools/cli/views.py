@@ -1,0 +1,51 @@
+"""Shared pieces of the taro read verbs: options, environment, formatting of runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from runtools.cli.common import add_env
+
+if TYPE_CHECKING:
+    from runtools.env.base import Environment
+    from runtools.model.run import RunRecord
+
+
+def add_patterns(p: argparse.ArgumentParser, nargs: str = "*") -> None:
+    p.add_argument("patterns", nargs=nargs, metavar="PATTERN",
+                   help="job id, run id, JOB@RUN or tag; shell globs; ! negates")
+
+
+def add_common(p: argparse.ArgumentParser, json: bool = True) -> None:
+    add_env(p)
+    if json:
+        p.add_argument("--json", action="store_true", help="print JSON (documented keys, see docs/json.md)")
+
+
+def env_of(args: argparse.Namespace) -> Environment:
+    from runtools.env import open_environment
+
+    return open_environment(args.env)
+
+
+def state_text(r: RunRecord) -> str:
+    if not r.active:
+        return r.status.value if r.status else ""
+    if r.detail:
+        return r.detail
+    return r.state.value if r.state else r.stage.value
+
+
+def status_text(r: RunRecord) -> str:
+    from runtools.output.progress import format_progress
+
+    parts = []
+    prog = format_progress(r.progress)
+    if prog:
+        parts.append(prog)
+    if r.warnings:
+        parts.append(f"⚠ {r.warnings[-1]}" + (f" (+{len(r.warnings) - 1})" if len(r.warnings) > 1 else ""))
+    if not r.active and r.error and r.status and r.status.value not in ("COMPLETED",):
+        parts.append(r.error)
+    return "  ".join(parts)

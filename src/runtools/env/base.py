@@ -1,0 +1,203 @@
+"""The Environment contract: what every backend (memory, local, postgres) provides.
+
+Callers (the job runner, taro, orchesjob) only ever talk to this interface, so a backend
+is a store + leases + an exclusive decision transaction + events + control (DESIGN §3).
+
+Coordination rules are written once, in Python, against `Tx`: a backend only has to make
+`transaction()` exclusive for the environment and keep `Tx.active_runs()` honest (a run
+whose lease is gone is ended LOST inside the transaction that notices it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtools.model.criteria import RunMatcher
+from runtools.model.events import Event
+from runtools.model.run import RunRecord
+from runtools.model.status import Outcome, Status
+
+
+@dataclass
+class RunQuery:
+    """A history query. Results come newest first."""
+
+    matcher: RunMatcher = field(default_factory=RunMatcher)
+    active: bool | None = None  # True: only active runs; False: only ended runs
+    since: float | None = None  # created at or after
+    until: float | None = None  # created before
+    statuses: tuple[Status, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+    run_key: str | None = None
+    limit: int | None = None
+    last_per_job: bool = False
+    ascending: bool = False
+
+
+class Tx(ABC):
+    """One short exclusive transaction against the environment."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []  # published by the environment after commit
+
+    @abstractmethod
+    def active_runs(self) -> list[RunRecord]:
+        """Active runs, oldest first; runs whose lease is gone are ended LOST here."""
+
+    @abstractmethod
+    def get(self, instance_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def find(self, query: RunQuery) -> list[RunRecord]: ...
+
+    @abstractmethod
+    def insert(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    def update(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    def delete(self, instance_id: str) -> None: ...
+
+    # -- small keyed tables: disabled jobs, strict run-key overrides ---------------------------
+
+    @abstractmethod
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        """Store (or with None, remove) a setting such as a disabled pattern or an unlock."""
+
+    @abstractmethod
+    def settings(self, kind: str) -> dict[str, dict[str, Any]]: ...
+
+    def publish_after_commit(self, event: Event) -> None:
+        self.events.append(event)
+
+
+class Lease(ABC):
+    """Held by the live process of a run; released explicitly or by the run's death."""
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+    def inheritable_fds(self) -> tuple[int, ...]:
+        """Descriptors a child process should inherit to keep the lease alive while it runs."""
+        return ()
+
+
+class Subscription(ABC):
+    """A stream of events pushed to one listener."""
+
+    @abstractmethod
+    def get(self, timeout: float | None = None) -> Event | None:
+        """Next event, or None when `timeout` passed (or the subscription was closed)."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Make the current (or next) `get` return None at once; safe from any thread."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ControlHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ControlEndpoint(ABC):
+    """The live run's end of control: receives requests (stop, release, ...) and output followers."""
+
+    @abstractmethod
+    def output(self, stream: str, data: bytes) -> None:
+        """Push an output chunk to followers (called after it was written to storage)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Environment(ABC):
+    """Where runs coordinate and are recorded."""
+
+    name: str
+
+    # -- store ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Tx]:
+        """Exclusive for the whole environment; commit on normal exit, then publish `tx.events`."""
+
+    def get_run(self, instance_id: str) -> RunRecord | None:
+        with self.transaction() as tx:
+            return tx.get(instance_id)
+
+    @abstractmethod
+    def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Read-only query (does not take the exclusive lock)."""
+
+    def active_runs(self, matcher: RunMatcher | None = None) -> list[RunRecord]:
+        """Active runs with their leases checked (dead ones become LOST)."""
+        with self.transaction() as tx:
+            runs = tx.active_runs()
+        return [r for r in runs if matcher is None or matcher(r)]
+
+    def stats(self, query: RunQuery) -> list[dict[str, Any]]:
+        """Per job: runs, success rate, last status, p50/p95/max duration of ended runs."""
+        from runtools.model.stats import job_stats
+
+        return job_stats(self.find_runs(query))
+
+    # -- leases --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def lease(self, run: RunRecord) -> Lease:
+        """Take the lease of a new run; must happen before the run is inserted."""
+
+    def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
+        """Block until the run's lease is released (True) or `timeout` passes (False)."""
+        raise NotImplementedError
+
+    # -- events --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def publish(self, event: Event) -> None: ...
+
+    @abstractmethod
+    def subscribe(self) -> Subscription: ...
+
+    # -- control -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def serve_control(self, run: RunRecord, handler: ControlHandler) -> ControlEndpoint: ...
+
+    @abstractmethod
+    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Send a request to a live run; raises NotFoundError when it cannot be reached."""
+
+    @abstractmethod
+    def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
+        """Live output of a run: first ("offsets", {stream: bytes stored}), then (stream, chunk)."""
+
+    # -- output --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def output_paths(self, run: RunRecord) -> tuple[str, str]:
+        """Where the run's stdout and stderr are stored."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

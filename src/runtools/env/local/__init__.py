@@ -1,0 +1,224 @@
+"""The `local` environment: all jobs of one machine, in one directory (DESIGN §3).
+
+    <dir>/runs.db               SQLite (WAL): runs and settings
+    <dir>/output/<job>/<run>.*  stdout/stderr of each run
+    <dir>/leases/<job@run>      flock held by the live run
+    <runtime>/l/*, <runtime>/c/*  event listener and control sockets
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from runtools.env.base import ControlEndpoint, ControlHandler, Environment, Lease, RunQuery, Subscription, Tx
+from runtools.env.local import control as _control
+from runtools.env.local import store
+from runtools.env.local.events import EventBus
+from runtools.env.local.lease import FileLease, lease_alive, wait_released
+from runtools.env.local.paths import ensure_private_dir, runtime_dir, short_name
+from runtools.errors import BackendError
+from runtools.model.events import Event
+from runtools.model.run import RunRecord
+
+DB_NAMES = ("runs.db", "orchesjob.db")
+
+
+class LocalTx(Tx):
+    def __init__(self, env: LocalEnvironment, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.env = env
+        self.conn = conn
+
+    def active_runs(self) -> list[RunRecord]:
+        out = []
+        now = time.time()
+        for (data,) in self.conn.execute(store.ACTIVE).fetchall():
+            r = store.record_from_row(data)
+            if self.env.lease_alive(r):
+                out.append(r)
+            else:
+                self.update(store.mark_lost(r, now))
+                self.publish_after_commit(Event("ended", r, now))
+        return out
+
+    def get(self, instance_id: str) -> RunRecord | None:
+        row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
+        return store.record_from_row(row[0]) if row else None
+
+    def find(self, query: RunQuery) -> list[RunRecord]:
+        return store.find(self.conn, query)
+
+    def insert(self, run: RunRecord) -> None:
+        self.conn.execute(store.INSERT, store.row_values(run))
+
+    def update(self, run: RunRecord) -> None:
+        self.conn.execute(store.UPDATE, (*store.row_values(run), run.instance_id))
+
+    def delete(self, instance_id: str) -> None:
+        self.conn.execute("DELETE FROM runs WHERE instance_id=?", (instance_id,))
+
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        import json
+
+        row = self.conn.execute("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        import json
+
+        if value is None:
+            self.conn.execute("DELETE FROM settings WHERE kind=? AND key=?", (kind, key))
+        else:
+            self.conn.execute(
+                "INSERT INTO settings (kind, key, value) VALUES (?,?,?) "
+                "ON CONFLICT(kind, key) DO UPDATE SET value=excluded.value",
+                (kind, key, json.dumps(value)),
+            )
+
+    def settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        import json
+
+        rows = self.conn.execute("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,))
+        return {k: json.loads(v) for k, v in rows}
+
+
+class LocalEnvironment(Environment):
+    def __init__(self, directory: str, name: str | None = None, db_name: str | None = None) -> None:
+        self.dir = ensure_private_dir(directory)
+        self.name = name or directory
+        if db_name is None:
+            db_name = next((n for n in DB_NAMES if os.path.exists(os.path.join(self.dir, n))), DB_NAMES[0])
+        self.db_path = os.path.join(self.dir, db_name)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._runtime: str | None = None
+        self._bus: EventBus | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = store.connect(self.db_path)
+        return self._conn
+
+    @property
+    def runtime(self) -> str:
+        if self._runtime is None:
+            self._runtime = runtime_dir(self.dir)
+        return self._runtime
+
+    @property
+    def bus(self) -> EventBus:
+        if self._bus is None:
+            self._bus = EventBus(self.runtime)
+        return self._bus
+
+    def _lease_path(self, r: RunRecord) -> str:
+        return os.path.join(self.dir, "leases", r.instance_id)
+
+    def _control_path(self, instance_id: str) -> str:
+        d = os.path.join(self.runtime, "c")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.path.join(d, short_name(instance_id))
+
+    # -- store ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise BackendError(f"environment {self.name} is busy ({e}): try again") from None
+            tx = LocalTx(self, conn)
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise BackendError(f"cannot write to {self.db_path}: {e}") from None
+        for ev in tx.events:
+            self.publish(ev)
+
+    def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        with self._lock:
+            try:
+                return store.find(self.conn, query)
+            except sqlite3.OperationalError as e:
+                raise BackendError(f"cannot read {self.db_path}: {e}") from None
+
+    def get_run(self, instance_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
+        return store.record_from_row(row[0]) if row else None
+
+    def active_runs(self, matcher: Any = None) -> list[RunRecord]:
+        """Read without the write lock; take it only when a dead lease needs reaping."""
+        with self._lock:
+            rows = self.conn.execute(store.ACTIVE).fetchall()
+        runs = [store.record_from_row(d) for (d,) in rows]
+        if not all(self.lease_alive(r) for r in runs):
+            with self.transaction() as tx:
+                runs = tx.active_runs()
+        return [r for r in runs if matcher is None or matcher(r)]
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def lease(self, run: RunRecord) -> Lease:
+        d = os.path.join(self.dir, "leases")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return FileLease(self._lease_path(run))
+
+    def lease_alive(self, run: RunRecord) -> bool:
+        return lease_alive(self._lease_path(run))
+
+    def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
+        return wait_released(self._lease_path(run), timeout)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        self.bus.publish(event)
+
+    def subscribe(self) -> Subscription:
+        return self.bus.subscribe()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def serve_control(self, run: RunRecord, handler: ControlHandler) -> ControlEndpoint:
+        return _control.ControlServer(self._control_path(run.instance_id), handler, {"stdout": 0, "stderr": 0})
+
+    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        return _control.request(self._control_path(instance_id), instance_id, request, timeout)
+
+    def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
+        return _control.follow(self._control_path(instance_id), instance_id)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def output_paths(self, run: RunRecord) -> tuple[str, str]:
+        d = os.path.join(self.dir, "output", run.job_id)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        base = os.path.join(d, run.run_id)
+        return base + ".stdout", base + ".stderr"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._bus is not None:
+            self._bus.close()

@@ -1,0 +1,1 @@
+"""Running jobs: phases, the program phase, coordination, and the run lifecycle."""

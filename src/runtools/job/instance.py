@@ -1,0 +1,239 @@
+"""One run of a job, end to end (DESIGN §4): create, coordinate, execute, record, release."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtools.env.base import Environment
+from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase, PhaseEnd, RunContext
+from runtools.model.events import Event
+from runtools.model.ids import new_run_id, validate_id
+from runtools.model.run import RunRecord
+from runtools.model.status import NOT_EXECUTED_EXIT, Stage, Status
+
+EXIT_WRAPPER_FAILED = 125
+
+
+@dataclass
+class RunResult:
+    """What a finished (or attached-to) run ended with."""
+
+    run: RunRecord
+    exit_code: int
+    existing: bool = False  # an admission phase handed back another run instead of starting one
+
+
+def exit_code_for(run: RunRecord) -> int:
+    """The wrapper's exit code for an ended run (DESIGN §5)."""
+    if run.exit_code is not None and run.started_at is not None:
+        return run.exit_code
+    if run.status is Status.TIMEOUT:
+        return 124
+    if run.status in NOT_EXECUTED_EXIT:
+        return NOT_EXECUTED_EXIT[run.status]
+    if run.status is Status.COMPLETED:
+        return 0
+    if run.exit_code is not None:
+        return run.exit_code
+    if run.status is Status.INTERRUPTED:
+        return 130
+    if run.status is Status.STOPPED:
+        return 143
+    return EXIT_WRAPPER_FAILED if run.status in (Status.ERROR, Status.LOST) else 1
+
+
+class JobRun:
+    """Runs phases for one new run of `job_id` in `env`.
+
+    Usable from Python (`runtools.run(...)`) and by the CLI; `run()` blocks until the end.
+    """
+
+    def __init__(
+        self,
+        env: Environment,
+        job_id: str,
+        execution: ExecutionPhase,
+        *,
+        phases: Sequence[Phase] = (),
+        admission: Sequence[AdmissionPhase] = (),
+        run_id: str | None = None,
+        tags: Sequence[str] = (),
+        command: list[str] | None = None,
+        run_key: str | None = None,
+        store_output: bool = True,
+        extra: dict[str, Any] | None = None,
+        output_paths: tuple[str, str] | None = None,
+        on_created: Callable[[RunRecord], None] | None = None,
+    ) -> None:
+        self.env = env
+        self.execution = execution
+        self.phases = list(phases)
+        self.admission = list(admission)
+        self.on_created = on_created
+        now = time.time()
+        self.record = RunRecord(
+            job_id=validate_id(job_id, "job id"),
+            run_id=validate_id(run_id, "run id") if run_id else new_run_id(),
+            created_at=now,
+            tags=[validate_id(t, "tag") for t in tags],
+            host=socket.gethostname(),
+            user=_user(),
+            pid=os.getpid(),
+            cwd=_cwd(),
+            command=command,
+            run_key=run_key,
+            extra=dict(extra or {}),
+        )
+        for p in self.phases:
+            coord = getattr(p, "coord", None)
+            if coord:
+                self.record.coord.update(coord)
+        self.store_output = store_output
+        self._output_paths = output_paths
+        self.ctx = RunContext(env, self.record)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self, interrupt: bool = False, by: str | None = None, signum: int | None = None) -> None:
+        """Ask the run to stop: STOPPED (or INTERRUPTED); a run not yet executing ends CANCELLED."""
+        status = Status.INTERRUPTED if interrupt else Status.STOPPED
+        self.ctx.record_action("interrupt" if interrupt else "stop", by)
+        self.ctx.request_stop(status, 128 + signum if signum else None)
+
+    def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op in ("stop", "interrupt"):
+            self.stop(interrupt=op == "interrupt" or bool(req.get("interrupt")), by=req.get("by"))
+            return {"ok": True, "instance_id": self.record.instance_id}
+        if op == "get":
+            return {"ok": True, "run": self.record.to_dict()}
+        for p in self.phases:
+            resp = p.control(self.ctx, req)
+            if resp is not None:
+                return resp
+        return {"ok": False, "error": f"unsupported request {op!r} in state {self.record.state}"}
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        env, rec, ctx = self.env, self.record, self.ctx
+        lease = env.lease(rec)
+        ctx.lease = lease
+        endpoint = None
+        restore = _install_signal_handlers(self)
+        try:
+            existing = self._create()
+            if existing is not None:
+                code = exit_code_for(existing) if not existing.active else 0
+                return RunResult(existing, code, existing=True)
+            if self.on_created:
+                self.on_created(rec)
+            if rec.stage is Stage.ENDED:  # an admission phase ended it (DISABLED, ...)
+                return RunResult(rec, exit_code_for(rec))
+            endpoint = env.serve_control(rec, self._on_control)
+            ctx.endpoint = endpoint
+            status, code = self._run_phases()
+            self._finish(status, code)
+            return RunResult(rec, exit_code_for(rec))
+        finally:
+            with contextlib.suppress(Exception):
+                restore()
+            if endpoint is not None:
+                endpoint.close()
+            lease.release()
+            ctx.close()
+
+    def _create(self) -> RunRecord | None:
+        """Insert the run (CREATED) after the admission phases; return an existing run instead
+        when one of them hands one back (run keys)."""
+        env, rec = self.env, self.record
+        if self.store_output:
+            rec.stdout_path, rec.stderr_path = self._output_paths or env.output_paths(rec)
+        with env.transaction() as tx:
+            for a in self.admission:
+                decision = a.admit(tx, rec)
+                if decision is None:
+                    continue
+                if decision.existing is not None:
+                    return decision.existing
+                if decision.end is not None:
+                    rec.stage, rec.status, rec.ended_at = Stage.ENDED, decision.end, time.time()
+                    rec.error = decision.reason
+                break
+            tx.insert(rec)
+            tx.publish_after_commit(Event("created", RunRecord.from_dict(rec.to_dict())))
+            if rec.stage is Stage.ENDED:
+                tx.publish_after_commit(Event("ended", RunRecord.from_dict(rec.to_dict())))
+        return None
+
+    def _run_phases(self) -> tuple[Status, int | None]:
+        rec, ctx = self.record, self.ctx
+        try:
+            for p in self.phases:
+                ctx._check_stop()
+                p.run(ctx)
+            ctx._check_stop()
+            return self.execution.execute(ctx)
+        except PhaseEnd as e:
+            if e.status not in (Status.COMPLETED, Status.SKIPPED):
+                rec.error = rec.error or str(e)
+            return e.status, e.exit_code
+        except Exception as e:  # a bug or a backend failure must still end the run honestly
+            rec.error = f"{type(e).__name__}: {e}"
+            return Status.ERROR, EXIT_WRAPPER_FAILED
+
+    def _finish(self, status: Status, code: int | None) -> None:
+        rec = self.record
+        with self.ctx._lock:
+            rec.stage = Stage.ENDED
+            rec.status = status
+            rec.exit_code = code
+            rec.ended_at = time.time()
+        for _ in range(3):  # a busy or full disk must not leave the run "running" if we can help it
+            try:
+                self.ctx.save("ended")
+                return
+            except Exception as e:  # noqa: BLE001
+                last = e
+                time.sleep(0.2)
+        raise last
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return None
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _install_signal_handlers(job: JobRun) -> Callable[[], None]:
+    """SIGINT/SIGTERM to the wrapper interrupt the run (child's group gets TERM); exit 128+N."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, _frame: object) -> None:
+        job.stop(interrupt=True, by=f"signal {signal.Signals(signum).name}", signum=signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore

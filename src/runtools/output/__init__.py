@@ -1,0 +1,1 @@
+"""Output of runs: capture to terminal + storage + followers, progress parsing, tails."""

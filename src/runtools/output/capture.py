@@ -1,0 +1,86 @@
+"""Capture of one output stream: to the terminal as is, to storage, to live followers.
+
+Memory stays bounded whatever the volume: data moves in chunks, and only the current
+partial line (capped) is kept for progress parsing and output warnings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from runtools.output.tail import write_all
+
+MAX_LINE = 64 * 1024
+
+
+class StreamCapture:
+    def __init__(
+        self,
+        name: str,
+        path: str | None,
+        term_fd: int | None,
+        on_line: Callable[[str, bytes], None] | None,
+        on_chunk: Callable[[str, bytes], None] | None = None,
+        all_lines: bool = False,
+    ) -> None:
+        self.name = name
+        self.file = open(path, "ab", buffering=0) if path else None  # noqa: SIM115 - closed in close()
+        self.term_fd = term_fd
+        self.on_line = on_line
+        self.on_chunk = on_chunk
+        self.all_lines = all_lines  # every line matters (output warnings), not only `key=` ones
+        self.partial = b""
+        self.bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if self.term_fd is not None:
+            try:
+                write_all(self.term_fd, data)
+            except OSError:  # reader of our stdout went away: keep storing, stop forwarding
+                self.term_fd = None
+        if self.file is not None:
+            self.file.write(data)
+        if self.on_chunk is not None:
+            self.on_chunk(self.name, data)
+        if self.on_line is None:
+            return
+        buf = self.partial + data if self.partial else data
+        if not self.all_lines and b"=" not in buf:
+            self.partial = buf[buf.rfind(b"\n") + 1 :][-MAX_LINE:]
+            return
+        lines = buf.split(b"\n")
+        self.partial = lines.pop()[-MAX_LINE:]
+        for line in lines:
+            self.on_line(self.name, line[:MAX_LINE])
+
+    def close(self) -> None:
+        if self.partial and self.on_line is not None:
+            self.on_line(self.name, self.partial)
+            self.partial = b""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def compile_warnings(patterns: list[str]) -> list[re.Pattern[bytes]]:
+    from runtools.errors import UsageError
+
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p.encode()))
+        except re.error as e:
+            raise UsageError(f"invalid --output-warn regex {p!r}: {e}") from None
+    return out
+
+
+def term_fd_for(stream: str) -> int | None:
+    fd = 1 if stream == "stdout" else 2
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    return fd
