@@ -21,7 +21,7 @@ class WorkState(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass
+@dataclass(slots=True)
 class WorkUnit:
     """One submitted piece of work.
 
