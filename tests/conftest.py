@@ -1,0 +1,218 @@
+"""Shared fixtures for every test: an isolated environment home, CLI runners, deadline waits.
+
+Every test gets its own `$RUNTOOLS_HOME` (under pytest's tmp_path), its own short
+`$XDG_RUNTIME_DIR` under /tmp (Unix socket paths stay far below the ~107 byte limit), its own
+`$XDG_CONFIG_HOME`, and no `$RUNTOOLS_ENV`. Subprocesses inherit all of that.
+
+Fixtures:
+    home        Path of the isolated $RUNTOOLS_HOME (autouse: always active).
+    cli         a `Cli`: run `run`/`taro` from the venv as subprocesses with a timeout,
+                parse their JSON, start them in the background; cleans up after the test.
+    wait_until  `wait_until(condition, timeout=10.0, what=None)`: poll `condition` at short
+                intervals until it returns a truthy value (returned) or fail the test.
+
+Do not sleep in tests: wait for a condition (wait_until), an event (`taro wait`), or a
+process (`Popen.wait`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+#: directory of the venv's console scripts (`run`, `taro`, ...), next to the interpreter
+BIN = Path(sys.executable).parent
+DEFAULT_TIMEOUT = 30.0
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str | None = None,
+               interval: float = 0.01) -> T:
+    """Return the first truthy value of `condition()`; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(delay)  # the poll interval of a deadline loop, not a stand-in for a condition
+        delay = min(delay * 1.5, 0.1)
+
+
+class Cli:
+    """Runs the venv's `run` and `taro` as black-box subprocesses in the test's isolated home.
+
+    `run(...)`/`taro(...)` return a CompletedProcess (text unless `binary=True`).
+    `json(...)` runs `taro VERB ... --json`, asserts exit 0 and returns the parsed value.
+    `spawn(...)` starts a process in the background (own session) and kills it at teardown.
+    """
+
+    def __init__(self, home: Path, cwd: Path) -> None:
+        self.home = home
+        self.cwd = cwd
+        self.procs: list[subprocess.Popen] = []
+
+    def bin(self, name: str) -> str:
+        return str(BIN / name)
+
+    def exec(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, input: bytes | str | None = None,
+             env: dict[str, str] | None = None, binary: bool = False, cwd: Path | str | None = None
+             ) -> subprocess.CompletedProcess:
+        """Run `argv` (argv[0] `run`/`taro` resolved in the venv) and wait for it."""
+        argv = [self._resolve(argv[0]), *argv[1:]]
+        if input is None:
+            stdin = subprocess.DEVNULL
+        else:
+            stdin = None
+            if not binary and isinstance(input, bytes):
+                input = input.decode()
+        return subprocess.run(argv, input=input, stdin=stdin, capture_output=True, text=not binary,
+                              timeout=timeout, env=self._env(env), cwd=cwd or self.cwd)
+
+    def run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        """`run job ARGS...` (pass `"--"` yourself before the command when it needs one)."""
+        return self.exec(["run", "job", *args], **kw)
+
+    def taro(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return self.exec(["taro", *args], **kw)
+
+    def json(self, *args: str, **kw: Any) -> Any:
+        """`taro ARGS... --json`, asserted to exit 0, parsed."""
+        p = self.taro(*args, "--json", **kw)
+        assert p.returncode == 0, f"taro {' '.join(args)} --json exited {p.returncode}: {p.stderr}"
+        return json.loads(p.stdout)
+
+    def history(self, *args: str) -> list[dict[str, Any]]:
+        """Ended runs, newest first (`taro history --json`)."""
+        return self.json("history", *args)
+
+    def ps(self, *args: str) -> list[dict[str, Any]]:
+        """Active runs (`taro ps --json`)."""
+        return self.json("ps", *args)
+
+    def spawn(self, argv: Sequence[str], *, env: dict[str, str] | None = None, binary: bool = True,
+              stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE, stdin: Any = subprocess.DEVNULL,
+              cwd: Path | str | None = None) -> subprocess.Popen:
+        """Start `argv` in the background in its own session; killed (group) at teardown if alive."""
+        argv = [self._resolve(argv[0]), *argv[1:]]
+        p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, text=not binary,
+                             env=self._env(env), cwd=cwd or self.cwd, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def spawn_run(self, *args: str, **kw: Any) -> subprocess.Popen:
+        """`run job ARGS...` in the background."""
+        return self.spawn(["run", "job", *args], **kw)
+
+    def spawn_gated(self, job: str, *opts: str, before: str = "", after: str = "") -> subprocess.Popen:
+        """`run job --id JOB OPTS -- sh -c 'BEFORE; read _; AFTER'` in the background: the command
+        blocks on the wrapper's stdin (a pipe) until `release(proc)` closes it."""
+        cmd = "; ".join(x for x in (before, "read _ || :", after) if x)
+        return self.spawn_run("--id", job, *opts, "--", "sh", "-c", cmd, stdin=subprocess.PIPE)
+
+    @staticmethod
+    def release(proc: subprocess.Popen) -> None:
+        """Let a `spawn_gated` command go on (closes its stdin)."""
+        if proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()
+
+    def runs(self, *, active: bool | None = None, job: str | None = None) -> list[dict[str, Any]]:
+        """All runs straight from the environment's store, no lease check (fast, for polling):
+        public JSON shape, newest first."""
+        from runtools.env import open_environment
+        from runtools.env.base import RunQuery
+        from runtools.model.criteria import RunMatcher
+
+        if not (self.home / "local").exists():
+            return []
+        with open_environment("local") as env:
+            runs = env.find_runs(RunQuery(matcher=RunMatcher.parse(job), active=active))
+        return [r.to_json() for r in runs]
+
+    def wait_state(self, job: str, state: str = "EXECUTING", timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until an active run of `job` is in `state` (a state, or a stage); returns it."""
+
+        def find() -> dict[str, Any] | None:
+            for r in self.runs(active=True, job=job):
+                if state in (r["state"], r["stage"]):
+                    return r
+            return None
+
+        return wait_until(find, timeout, f"{job} to be {state}")
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f is not None:
+                    f.close()
+
+    def _resolve(self, name: str) -> str:
+        if os.sep not in name and (BIN / name).exists():
+            return str(BIN / name)
+        return name
+
+    @staticmethod
+    def _env(extra: dict[str, str] | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("RUNTOOLS_NOTIFY_FD", None)
+        if extra:
+            for k, v in extra.items():
+                if v is None:
+                    env.pop(k, None)
+                else:
+                    env[k] = v
+        return env
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own $RUNTOOLS_HOME (plus private XDG runtime and config dirs)."""
+    h = tmp_path / "rt-home"
+    runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    monkeypatch.setenv("RUNTOOLS_HOME", str(h))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("RUNTOOLS_ENV", raising=False)
+    yield h
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def cli(home: Path, tmp_path: Path) -> Cli:
+    """CLI runner bound to the isolated home; subprocesses run in a scratch cwd (no stray config)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    c = Cli(home, cwd)
+    yield c
+    c.cleanup()
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """`wait_until(condition, timeout=10.0, what=None)` -> first truthy value of condition()."""
+    return wait_until
