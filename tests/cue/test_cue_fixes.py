@@ -382,3 +382,33 @@ def test_sync_handlers_really_run_concurrent_100() -> None:
         assert len(works) == 100 and all(w.state is WorkState.COMPLETED for w in works)
 
     run(main(), timeout=20)
+
+
+def test_stop_while_asking_async_is_ready_loses_no_work() -> None:
+    async def main() -> None:
+        asked = asyncio.Event()
+        answer = asyncio.Event()
+        cue = runcue.Cue()
+
+        @cue.task("t")
+        async def t(work: WorkUnit) -> str:
+            return "ran"
+
+        @cue.is_ready
+        async def is_ready(work: WorkUnit) -> bool:
+            asked.set()
+            await answer.wait()
+            return True
+
+        cue.start()
+        wid = await cue.submit("t")
+        await asyncio.wait_for(asked.wait(), 5)
+        await cue.stop()
+        answer.set()
+        cue.start()
+        await cue.join(timeout=5)
+        work = await cue.get(wid)
+        assert work is not None and work.result == "ran"
+        await cue.stop()
+
+    run(main())

@@ -143,6 +143,7 @@ class Cue:
         self._orphans: dict[str, dict[str, _Entry]] = {}
         self._inbox: list[_Entry] = []
         self._dirty: set[_Service] = set()
+        self._in_hand: _Entry | None = None  # popped from a heap, not yet placed
         self._seq = 0
 
         self._is_ready: Callable[..., Any] | None = None
@@ -554,6 +555,13 @@ class Cue:
 
     async def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
+        try:
+            await self._drain(inbox)
+        except asyncio.CancelledError:  # stopped mid-way: keep what was not placed yet
+            self._inbox[:0] = [e for e in inbox if e.where == _INBOX]
+            raise
+
+    async def _drain(self, inbox: list[_Entry]) -> None:
         task_types = self._task_types
         prio_cb = self._priority
         dirty = self._dirty
@@ -599,6 +607,17 @@ class Cue:
 
     async def _dispatch(self, svc: _Service) -> None:
         """Start work from this service's queue while it has capacity."""
+        try:
+            await self._dispatch_queue(svc)
+        except asyncio.CancelledError:  # stopped while asking a callback: put the work back in line
+            entry = self._in_hand
+            if entry is not None and entry.where == _QUEUED:
+                heapq.heappush(svc.queue, (-entry.prio, entry.seq, entry))
+            raise
+        finally:
+            self._in_hand = None
+
+    async def _dispatch_queue(self, svc: _Service) -> None:
         loop_time = self._loop.time  # type: ignore[union-attr]
         pop = heapq.heappop
         ready_cb = self._is_ready
@@ -617,7 +636,7 @@ class Cue:
                 if not rate.available(now):
                     self._arm_rate(svc, rate.next_free(now))
                     return
-            entry = pop(svc.queue)[2]
+            entry = self._in_hand = pop(svc.queue)[2]
             if entry.where != _QUEUED:
                 continue
             popped += 1
