@@ -412,3 +412,33 @@ def test_stop_while_asking_async_is_ready_loses_no_work() -> None:
         await cue.stop()
 
     run(main())
+
+
+def test_stall_warning_fires_once_per_stall_and_again_after_progress() -> None:
+    async def main() -> list[int]:
+        warnings: list[int] = []
+        async with runcue.Cue(stall_warn_after=0.05) as cue:
+
+            @cue.task("t")
+            async def t(work: WorkUnit) -> None:
+                return None
+
+            cue.is_ready(lambda work: work.params.get("ready", False))
+            cue.on_stall_warning(lambda seconds, pending: warnings.append(pending))
+            stuck = await cue.submit("t")
+            await until(lambda: len(warnings) == 1)
+            await cue.submit("t", params={"ready": True})  # progress ends the first stall
+            await until(lambda: len(warnings) == 2)
+            await cue.cancel(stuck)
+        return warnings
+
+    assert run(main()) == [1, 1]
+
+
+def test_importing_runcue_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, runcue; print('rich' in sys.modules, 'concurrent.futures' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.split()[0] == "False"  # the live view's rich is imported only by runcue-sim
