@@ -1,66 +1,180 @@
-"""`run job [OPTIONS] [--] COMMAND [ARG...]`: wrap one command (also `taro exec`)."""
+"""`run job [OPTIONS] [--] COMMAND [ARG...]`: wrap one command (also `taro exec`).
+
+Options are parsed by a small table-driven parser: argparse costs `run job` several ms to
+import, more than the wrapper's own work. The same table builds an argparse parser for
+`--help`, so help and behaviour cannot drift apart.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from runtools.cli.common import ArgParser, add_env, run_main
+from runtools.cli.common import run_main
 from runtools.errors import RuntoolsError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_WRAPPER_FAILED = 125
 NOTIFY_FD_ENV = "RUNTOOLS_NOTIFY_FD"
 
+# (flags, dest, kind, metavar, help, group); kind: flag | value | append | int
+OPTIONS: list[tuple[tuple[str, ...], str, str, str | None, str, str]] = [
+    (("-e", "--env"), "env", "value", "ENV",
+     "environment: a name under $RUNTOOLS_HOME (default $RUNTOOLS_ENV or 'local'), or a directory path", ""),
+    (("-j", "--id"), "job_id", "value", "JOB", "job id (default: command basename without extension)", ""),
+    (("--run-id",), "run_id", "value", "ID", "run id (default: generated, sorts by time)", ""),
+    (("--tag",), "tag", "append", "TAG", "tag the run (repeatable)", ""),
+    (("-b", "--bypass-output"), "bypass_output", "flag", None, "leave output alone; store nothing", ""),
+    (("-d", "--detach"), "detach", "flag", None, "run in the background; print the run as JSON at once", ""),
+    (("--timeout",), "timeout", "value", "DUR", "TERM the command's group after DUR (TIMEOUT, exit 124)", ""),
+    (("--kill-after",), "kill_after", "value", "DUR", "KILL this long after TERM (default 10s)", ""),
+    (("--time-warn",), "time_warn", "value", "DUR", "record a warning when execution exceeds DUR", ""),
+    (("--output-warn",), "output_warn", "append", "REGEX", "record a warning for matching lines (repeatable)", ""),
+    (("-x", "--mutual-exclusion"), "mutual_exclusion", "flag", None,
+     "end OVERLAP if a run of the group is executing", "coordination"),
+    (("--excl-group",), "excl_group", "value", "G", "mutual exclusion group (default: job id)", "coordination"),
+    (("--serial",), "serial", "flag", None, "same as --max-concurrent 1", "coordination"),
+    (("--max-concurrent",), "max_concurrent", "int", "N", "wait QUEUED while N runs of the group execute",
+     "coordination"),
+    (("--queue-group",), "queue_group", "value", "G", "execution queue group (default: job id)", "coordination"),
+    (("--pending",), "pending", "value", "LATCH", "wait PENDING until `taro release LATCH`", "coordination"),
+    (("--approval",), "approval", "value", "NAME", "wait PENDING until `taro approve`", "coordination"),
+    (("--pending-timeout",), "pending_timeout", "value", "DUR", "end TIMEOUT if not released within DUR",
+     "coordination"),
+    (("--requires",), "requires", "append", "PATTERN", "execute only if a run matching PATTERN is active",
+     "coordination"),
+    (("--after",), "after", "append", "PATTERN", "wait while PATTERN is active; run if its last run succeeded",
+     "coordination"),
+    (("--after-timeout",), "after_timeout", "value", "DUR", "give up waiting for --after (TIMEOUT)", "coordination"),
+    (("--run-key",), "run_key", "value", "KEY", "at most one active run per key; later callers attach", "start-once"),
+    (("--strict",), "strict", "flag", None, "with --run-key: one run per key ever (see taro unlock)", "start-once"),
+]
+_BY_FLAG = {flag: opt for opt in OPTIONS for flag in opt[0]}
+
+
+class Args:
+    """Parsed `run job` options (attribute access like argparse's Namespace)."""
+
+    def __init__(self) -> None:
+        for _flags, dest, kind, *_ in OPTIONS:
+            setattr(self, dest, [] if kind == "append" else False if kind == "flag" else None)
+        self.command: list[str] = []
+
+
+def parse_args(argv: list[str], prog: str = "run job") -> Args:
+    """Options up to the first non-option (or `--`); everything after is the command."""
+    a = Args()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            a.command = argv[i + 1 :]
+            return a
+        if arg in ("-h", "--help"):
+            help_parser(prog).print_help()
+            raise SystemExit(0)
+        if not arg.startswith("-") or arg == "-":
+            a.command = argv[i:]
+            return a
+        if arg.startswith("--"):
+            name, eq, inline = arg.partition("=")
+            opt = _BY_FLAG.get(name)
+            if opt is None:
+                raise UsageError(f"unrecognized option {name} (see {prog} --help)")
+            i = _apply(a, opt, name, inline if eq else None, argv, i, prog)
+            continue
+        # short options, possibly clustered: -xb, -jhello, -j hello
+        j = 1
+        while j < len(arg):
+            name = "-" + arg[j]
+            opt = _BY_FLAG.get(name)
+            if opt is None:
+                raise UsageError(f"unrecognized option {name} (see {prog} --help)")
+            if opt[2] == "flag":
+                setattr(a, opt[1], True)
+                j += 1
+                continue
+            rest = arg[j + 1 :]
+            i = _apply(a, opt, name, rest or None, argv, i, prog) - 1
+            break
+        i += 1
+    return a
+
+
+def _apply(a: Args, opt: tuple, name: str, inline: str | None, argv: list[str], i: int, prog: str) -> int:
+    _flags, dest, kind, *_ = opt
+    if kind == "flag":
+        if inline is not None:
+            raise UsageError(f"option {name} takes no value (see {prog} --help)")
+        setattr(a, dest, True)
+        return i + 1
+    if inline is None:
+        if i + 1 >= len(argv):
+            raise UsageError(f"option {name} needs a value (see {prog} --help)")
+        inline = argv[i + 1]
+        i += 1
+    if kind == "int":
+        try:
+            value: object = int(inline)
+        except ValueError:
+            raise UsageError(f"option {name} needs a whole number, not {inline!r}") from None
+        setattr(a, dest, value)
+    elif kind == "append":
+        getattr(a, dest).append(inline)
+    else:
+        setattr(a, dest, inline)
+    return i + 1
+
+
+def help_parser(prog: str = "run job") -> argparse.ArgumentParser:
+    from runtools.cli.common import ArgParser
+
+    p = ArgParser(prog=prog, usage=f"{prog} [OPTIONS] [--] COMMAND [ARG...]",
+                  description="Run COMMAND as a job: coordinated, captured, recorded. "
+                              "Exit code: the command's own (see README for wrapper codes).")
+    add_job_options(p)
+    return p
+
 
 def add_job_options(p: argparse.ArgumentParser) -> None:
-    add_env(p)
-    p.add_argument("-j", "--id", dest="job_id", metavar="JOB", help="job id (default: command basename without extension)")
-    p.add_argument("--run-id", metavar="ID", help="run id (default: generated, sorts by time)")
-    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag the run (repeatable)")
-    p.add_argument("-b", "--bypass-output", action="store_true", help="leave output alone; store nothing")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background; print the run as JSON")
-    p.add_argument("--timeout", metavar="DUR", help="TERM the command after DUR (status TIMEOUT, exit 124)")
-    p.add_argument("--kill-after", metavar="DUR", default="10s", help="KILL this long after TERM (default 10s)")
-    p.add_argument("--time-warn", metavar="DUR", help="record a warning when execution exceeds DUR")
-    p.add_argument("--output-warn", action="append", default=[], metavar="REGEX", help="warn on matching lines")
-    g = p.add_argument_group("coordination")
-    g.add_argument("-x", "--mutual-exclusion", action="store_true", help="end OVERLAP if the group is executing")
-    g.add_argument("--excl-group", metavar="G", help="mutual exclusion group (default: job id)")
-    g.add_argument("--serial", action="store_true", help="same as --max-concurrent 1")
-    g.add_argument("--max-concurrent", type=int, metavar="N", help="queue while N runs of the group execute")
-    g.add_argument("--queue-group", metavar="G", help="execution queue group (default: job id)")
-    g.add_argument("--pending", metavar="LATCH", help="wait PENDING until `taro release LATCH`")
-    g.add_argument("--approval", metavar="NAME", help="wait PENDING until `taro approve`")
-    g.add_argument("--pending-timeout", metavar="DUR", help="end TIMEOUT if not released within DUR")
-    g.add_argument("--requires", action="append", default=[], metavar="PATTERN", help="run only if PATTERN is active")
-    g.add_argument("--after", action="append", default=[], metavar="PATTERN", help="wait for PATTERN to end and succeed")
-    g.add_argument("--after-timeout", metavar="DUR", help="give up waiting for --after (TIMEOUT)")
-    k = p.add_argument_group("start-once")
-    k.add_argument("--run-key", metavar="KEY", help="at most one active run per key; others attach")
-    k.add_argument("--strict", action="store_true", help="with --run-key: one run per key ever (see taro unlock)")
+    groups = {"": p}
+    for flags, dest, kind, metavar, text, group in OPTIONS:
+        g = groups.get(group) or groups.setdefault(group, p.add_argument_group(group))
+        if kind == "flag":
+            g.add_argument(*flags, dest=dest, action="store_true", help=text)
+        elif kind == "append":
+            g.add_argument(*flags, dest=dest, action="append", default=[], metavar=metavar, help=text)
+        else:
+            g.add_argument(*flags, dest=dest, type=int if kind == "int" else str, metavar=metavar, help=text)
+    import argparse
+
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
 
 
-def spec_from_args(a: argparse.Namespace):  # -> JobSpec
+def spec_from_args(a: Args):  # -> JobSpec
     from runtools.job.spec import JobSpec
-    from runtools.model.durations import parse_duration
 
     cmd = list(a.command)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         raise UsageError("no command given: put it after the options, e.g. run job --id hello -- echo hi")
-    if cmd[0].startswith("-") and cmd[0] != "-":
-        raise UsageError(f"unknown option {cmd[0]!r}: put the command after --, e.g. run job -- {cmd[0]}")
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UsageError("--max-concurrent must be at least 1")
     if a.strict and not a.run_key:
         raise UsageError("--strict needs --run-key KEY")
 
-    def dur(v, name):
-        return None if v is None else parse_duration(v, name)
+    def dur(v: str | None, name: str) -> float | None:
+        if v is None:
+            return None
+        from runtools.model.durations import parse_duration
 
+        return parse_duration(v, name)
+
+    kill_after = dur(a.kill_after, "--kill-after")
     return JobSpec(
         command=cmd,
         job_id=a.job_id,
@@ -68,7 +182,7 @@ def spec_from_args(a: argparse.Namespace):  # -> JobSpec
         tags=a.tag,
         bypass_output=a.bypass_output,
         timeout=dur(a.timeout, "--timeout"),
-        kill_after=parse_duration(a.kill_after, "--kill-after"),
+        kill_after=10.0 if kill_after is None else kill_after,
         time_warn=dur(a.time_warn, "--time-warn"),
         output_warn=a.output_warn,
         mutual_exclusion=a.mutual_exclusion,
@@ -86,14 +200,22 @@ def spec_from_args(a: argparse.Namespace):  # -> JobSpec
     )
 
 
-def execute(a: argparse.Namespace, argv: list[str]) -> int:
+def execute(a: Args, argv: list[str]) -> int:
+    """Run the job described by `a`; `argv` (options + command) is re-used by --detach."""
     spec = spec_from_args(a)
     from runtools.model.ids import validate_id
 
     validate_id(spec.resolved_job_id, "job id")
+    for t in spec.tags:
+        validate_id(t, "tag")
+    if spec.output_warn:
+        from runtools.output.capture import compile_warnings
+
+        compile_warnings(spec.output_warn)
     if a.detach:
         return _detach(argv)
     from runtools.env import open_environment
+    from runtools.job.instance import exit_code_for
     from runtools.job.spec import build_run
 
     notify = _notifier()
@@ -103,14 +225,13 @@ def execute(a: argparse.Namespace, argv: list[str]) -> int:
         if result.existing:
             if notify:
                 notify(result.run, existing=True)
+                return 0
             from runtools.job.waiting import wait_for_end
 
-            ended = wait_for_end(env, result.run)
-            from runtools.job.instance import exit_code_for
-
-            return exit_code_for(ended)
-        if result.run.error and result.run.status is not None and result.run.status.value in ("ERROR", "TIMEOUT"):
-            sys.stderr.write(f"run: {result.run.error}\n")
+            return exit_code_for(wait_for_end(env, result.run))
+        run = result.run
+        if run.error and run.status is not None and run.status.value in ("ERROR", "TIMEOUT"):
+            sys.stderr.write(f"run: {run.error}\n")
         return result.exit_code
 
 
@@ -150,42 +271,46 @@ def _detach(argv: list[str]) -> int:
     """Start `run job` without -d in a new session; print the record it reports, at once."""
     import json
     import subprocess
+    import tempfile
 
-    child_argv = [x for x in argv if x not in ("-d", "--detach")] if "--" not in argv else _strip_detach(argv)
     r, w = os.pipe()
     env = dict(os.environ, **{NOTIFY_FD_ENV: str(w)})
-    log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"runtools-detach-{os.getpid()}.log")
-    with open(log, "wb") as errf:
+    with tempfile.TemporaryFile() as errf:
         subprocess.Popen(
-            [sys.executable, "-m", "runtools.cli.run", *child_argv],
+            [sys.executable, "-m", "runtools.cli.run", *_strip_detach(argv)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf,
             pass_fds=(w,), env=env, start_new_session=True,
         )
-    os.close(w)
-    chunks = []
-    while data := os.read(r, 65536):
-        chunks.append(data)
-    os.close(r)
-    try:
-        err = open(log, "rb").read().decode("utf-8", "replace").strip()
-    finally:
-        os.unlink(log)
-    if not chunks:
-        sys.stderr.write(err + "\n" if err else "run: the detached run failed to start\n")
-        return EXIT_WRAPPER_FAILED
+        os.close(w)
+        chunks = []
+        while data := os.read(r, 65536):
+            chunks.append(data)
+        os.close(r)
+        if not chunks:
+            errf.seek(0)
+            err = errf.read().decode("utf-8", "replace").strip()
+            sys.stderr.write((err or "run: the detached run failed to start") + "\n")
+            return EXIT_WRAPPER_FAILED
     sys.stdout.write(json.dumps(json.loads(b"".join(chunks)), indent=2) + "\n")
     return 0
 
 
 def _strip_detach(argv: list[str]) -> list[str]:
-    i = argv.index("--")
-    return [x for x in argv[:i] if x not in ("-d", "--detach")] + argv[i:]
-
-
-def parser(prog: str = "run job") -> ArgParser:
-    p = ArgParser(prog=prog, description="Run COMMAND as a job: coordinated, captured, recorded.")
-    add_job_options(p)
-    return p
+    """Drop -d/--detach from the options part of argv (never from the command)."""
+    a = parse_args(argv[1:])
+    opts = argv[1 : len(argv) - len(a.command)]
+    out = []
+    for o in opts:
+        if o in ("-d", "--detach"):
+            continue
+        if o.startswith("-") and not o.startswith("--") and "d" in o[1:] and all(
+            _BY_FLAG.get("-" + c, ("", "", ""))[2] == "flag" for c in o[1:]
+        ):
+            o = "-" + o[1:].replace("d", "")
+            if o == "-":
+                continue
+        out.append(o)
+    return [argv[0], *out, *a.command]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,14 +322,12 @@ def main(argv: list[str] | None = None) -> None:
             return 0 if argv else 2
         if argv[0] != "job":
             raise UsageError(f"unknown command {argv[0]!r}: use `run job [OPTIONS] [--] COMMAND`")
-        rest = argv[1:]
-        a = parser().parse_args(rest)
-        return execute(a, ["job", *rest])
+        return execute(parse_args(argv[1:]), argv)
 
     def error_exit(e: RuntoolsError) -> int:
         return 2 if isinstance(e, UsageError) else EXIT_WRAPPER_FAILED
 
-    run_main("run", go, error_exit)
+    run_main("run", go, error_exit, fast_exit=True)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ def events(env: Environment, matcher: RunMatcher, timeout: float | None = None) 
     lock = threading.Lock()
     with env.subscribe() as sub:
 
-        def reap_on_death(run) -> None:  # noqa: ANN001
+        def reap_on_death(run) -> None:
             env.wait_lease(run, None)
             try:
                 env.active_runs()  # publishes the LOST end event if the run died
-            except Exception:  # noqa: BLE001 - a listener must keep listening
+            except Exception:
                 pass
 
-        def watch(run) -> None:  # noqa: ANN001
+        def watch(run) -> None:
             with lock:
                 if run.instance_id in watched:
                     return

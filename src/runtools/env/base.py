@@ -10,32 +10,61 @@ whose lease is gone is ended LOST inside the transaction that notices it).
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
-from runtools.model.criteria import RunMatcher
-from runtools.model.events import Event
-from runtools.model.run import RunRecord
-from runtools.model.status import Outcome, Status
+TYPE_CHECKING = False  # no `typing`/`contextlib`/`dataclasses` on the hot path of `run job`
+if TYPE_CHECKING:
+    import contextlib
+    from collections.abc import Iterator
+    from typing import Any
+
+    from runtools.model.criteria import RunMatcher
+    from runtools.model.events import Event
+    from runtools.model.run import RunRecord
+    from runtools.model.status import Outcome, Status
 
 
-@dataclass
 class RunQuery:
-    """A history query. Results come newest first."""
+    """A history query. Results come newest first (`ascending` reverses)."""
 
-    matcher: RunMatcher = field(default_factory=RunMatcher)
-    active: bool | None = None  # True: only active runs; False: only ended runs
-    since: float | None = None  # created at or after
-    until: float | None = None  # created before
-    statuses: tuple[Status, ...] = ()
-    outcomes: tuple[Outcome, ...] = ()
-    run_key: str | None = None
-    limit: int | None = None
-    last_per_job: bool = False
-    ascending: bool = False
+    __slots__ = ("_matcher", "active", "ascending", "last_per_job", "limit", "outcomes", "run_key", "since",
+                 "statuses", "until")
+
+    def __init__(
+        self,
+        matcher: RunMatcher | None = None,
+        active: bool | None = None,  # True: only active runs; False: only ended runs
+        since: float | None = None,  # created at or after
+        until: float | None = None,  # created before
+        statuses: tuple[Status, ...] = (),
+        outcomes: tuple[Outcome, ...] = (),
+        run_key: str | None = None,
+        limit: int | None = None,
+        last_per_job: bool = False,
+        ascending: bool = False,
+    ) -> None:
+        self._matcher = matcher
+        self.active = active
+        self.since = since
+        self.until = until
+        self.statuses = tuple(statuses)
+        self.outcomes = tuple(outcomes)
+        self.run_key = run_key
+        self.limit = limit
+        self.last_per_job = last_per_job
+        self.ascending = ascending
+
+    @property
+    def matcher(self) -> RunMatcher:
+        if self._matcher is None:
+            from runtools.model.criteria import RunMatcher
+
+            self._matcher = RunMatcher()
+        return self._matcher
+
+    @matcher.setter
+    def matcher(self, value: RunMatcher) -> None:
+        self._matcher = value
 
 
 class Tx(ABC):
@@ -111,7 +140,7 @@ class Subscription(ABC):
         self.close()
 
 
-ControlHandler = Callable[[dict[str, Any]], dict[str, Any]]
+ControlHandler = "Callable[[dict[str, Any]], dict[str, Any]]"
 
 
 class ControlEndpoint(ABC):

@@ -150,9 +150,9 @@ class MemoryEnvironment(Environment):
         runs = list(self._runs.values())
         out = []
         for r in runs:
-            if q.active is True and not r.active or q.active is False and r.active:
+            if (q.active is True and not r.active) or (q.active is False and r.active):
                 continue
-            if q.since is not None and r.created_at < q.since or q.until is not None and r.created_at >= q.until:
+            if (q.since is not None and r.created_at < q.since) or (q.until is not None and r.created_at >= q.until):
                 continue
             if q.statuses and r.status not in q.statuses:
                 continue

@@ -2,41 +2,42 @@
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import os
-import signal
-import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from runtools.env.base import Environment
-from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase, PhaseEnd, RunContext
+from runtools.job.phase import PhaseEnd, RunContext
 from runtools.model.events import Event
 from runtools.model.ids import new_run_id, validate_id
 from runtools.model.run import RunRecord
 from runtools.model.status import NOT_EXECUTED_EXIT, Stage, Status
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from runtools.env.base import Environment
+    from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase
+
 EXIT_WRAPPER_FAILED = 125
 
 
-@dataclass
 class RunResult:
     """What a finished (or attached-to) run ended with."""
 
-    run: RunRecord
-    exit_code: int
-    existing: bool = False  # an admission phase handed back another run instead of starting one
+    __slots__ = ("existing", "exit_code", "run")
+
+    def __init__(self, run: RunRecord, exit_code: int, existing: bool = False) -> None:
+        self.run = run
+        self.exit_code = exit_code
+        self.existing = existing  # an admission phase handed back another run instead of starting one
 
 
 def exit_code_for(run: RunRecord) -> int:
     """The wrapper's exit code for an ended run (DESIGN §5)."""
     if run.exit_code is not None and run.started_at is not None:
         return run.exit_code
-    if run.status is Status.TIMEOUT:
+    if run.status is Status.TIMEOUT and run.started_at is not None:
         return 124
     if run.status in NOT_EXECUTED_EXIT:
         return NOT_EXECUTED_EXIT[run.status]
@@ -85,7 +86,7 @@ class JobRun:
             run_id=validate_id(run_id, "run id") if run_id else new_run_id(),
             created_at=now,
             tags=[validate_id(t, "tag") for t in tags],
-            host=socket.gethostname(),
+            host=os.uname().nodename,
             user=_user(),
             pid=os.getpid(),
             cwd=_cwd(),
@@ -145,8 +146,7 @@ class JobRun:
             self._finish(status, code)
             return RunResult(rec, exit_code_for(rec))
         finally:
-            with contextlib.suppress(Exception):
-                restore()
+            restore()
             if endpoint is not None:
                 endpoint.close()
             lease.release()
@@ -198,21 +198,26 @@ class JobRun:
             rec.status = status
             rec.exit_code = code
             rec.ended_at = time.time()
-        for _ in range(3):  # a busy or full disk must not leave the run "running" if we can help it
+        for attempt in range(3):  # a busy or full disk must not leave the run "running" if we can help it
             try:
                 self.ctx.save("ended")
                 return
-            except Exception as e:  # noqa: BLE001
-                last = e
+            except Exception:
+                if attempt == 2:
+                    raise
                 time.sleep(0.2)
-        raise last
 
 
 def _user() -> str | None:
+    name = os.environ.get("LOGNAME") or os.environ.get("USER")
+    if name:
+        return name
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return None
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):  # no passwd entry in some containers
+        return str(os.getuid())
 
 
 def _cwd() -> str | None:
@@ -222,18 +227,29 @@ def _cwd() -> str | None:
         return None
 
 
+_SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}
+
+
 def _install_signal_handlers(job: JobRun) -> Callable[[], None]:
-    """SIGINT/SIGTERM to the wrapper interrupt the run (child's group gets TERM); exit 128+N."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+    """SIGINT/SIGTERM/SIGHUP to the wrapper interrupt the run (the child's group gets TERM);
+    the wrapper then exits 128+N. Only possible in the main thread (embedding may run elsewhere)."""
+    import _signal
 
     def handler(signum: int, _frame: object) -> None:
-        job.stop(interrupt=True, by=f"signal {signal.Signals(signum).name}", signum=signum)
+        job.stop(interrupt=True, by=f"signal {_SIGNAL_NAMES.get(signum, signum)}", signum=signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old = {}
+    try:
+        for s in _SIGNAL_NAMES:
+            old[s] = _signal.signal(s, handler)
+    except ValueError:  # not the main thread
+        pass
 
     def restore() -> None:
         for s, h in old.items():
-            signal.signal(s, h)
+            try:
+                _signal.signal(s, h)
+            except (ValueError, TypeError):
+                pass
 
     return restore

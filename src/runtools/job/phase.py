@@ -7,20 +7,21 @@ transaction that creates the run (disabled-check, run-key claim); coordination p
 
 from __future__ import annotations
 
+import _thread
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from _queue import Empty, SimpleQueue
 
 from runtools.errors import RuntoolsError
 from runtools.model.events import Event
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, State, Status
 
+TYPE_CHECKING = False  # keep `typing`, `threading`, `queue`, `dataclasses` off the hot path
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from runtools.env.base import Environment, Tx
 
 
@@ -33,13 +34,17 @@ class PhaseEnd(RuntoolsError):
         self.exit_code = exit_code
 
 
-@dataclass
 class Admit:
     """Decision of an admission phase: end the run at once, or hand back an existing run."""
 
-    end: Status | None = None
-    existing: RunRecord | None = None
-    reason: str | None = None
+    __slots__ = ("end", "existing", "reason")
+
+    def __init__(
+        self, end: Status | None = None, existing: RunRecord | None = None, reason: str | None = None
+    ) -> None:
+        self.end = end
+        self.existing = existing
+        self.reason = reason
 
 
 class AdmissionPhase:
@@ -83,10 +88,11 @@ class RunContext:
         self.stop_exit: int | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._lock = threading.RLock()
+        self._wakeups: SimpleQueue = SimpleQueue()
+        self._lock = _thread.RLock()
         self.endpoint: Any = None  # ControlEndpoint once serving
         self.lease: Any = None  # Lease of the run, inherited by its child process
+        self._watched: set[str] = set()
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -123,7 +129,7 @@ class RunContext:
         with self._lock:
             with self.env.transaction() as tx:
                 tx.update(self.run)
-            snapshot = RunRecord.from_dict(self.run.to_dict())
+            snapshot = self.run.copy()
         if event:
             self.env.publish(Event(event, snapshot, detail=detail))
 
@@ -161,6 +167,8 @@ class RunContext:
         `decide` named via `ctx.watch_leases`, and on stop requests; never by polling. Returns
         None when `timeout` passes. Raises PhaseEnd when the run was asked to stop.
         """
+        import threading
+
         deadline = None if timeout is None else time.monotonic() + timeout
         sub = self.env.subscribe()  # before the first decision: no lost wakeup
         stop_feed = threading.Event()
@@ -186,13 +194,13 @@ class RunContext:
                     return None
                 try:
                     self._wakeups.get(timeout=remaining)
-                except queue.Empty:
+                except Empty:
                     return None
                 # drain bursts of wakeups into one re-decision
                 while True:
                     try:
                         self._wakeups.get_nowait()
-                    except queue.Empty:
+                    except Empty:
                         break
         finally:
             stop_feed.set()
@@ -200,6 +208,8 @@ class RunContext:
 
     def watch_leases(self, runs: list[RunRecord]) -> None:
         """Wake the current `wait_for` when any of these runs' processes die."""
+        import threading
+
         for r in runs:
             if r.instance_id in self._watched:
                 continue

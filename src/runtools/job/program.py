@@ -1,35 +1,30 @@
 """The program phase: run a command as a child in its own process group.
 
-One loop (selectors) moves output from the child's pipes to the terminal, storage and
-followers, watches for the child's exit (pidfd), stop requests (wake pipe) and deadlines
-(timeout, kill-after, time warning). No threads, no sleeps.
+One loop (epoll) moves output from the child's pipes to the terminal, storage and followers,
+and watches the child's exit (pidfd), stop requests (wake pipe) and deadlines (timeout,
+kill-after, time warning, progress flush). No threads, no sleeps. The child is started with
+`posix_spawn` (vfork+exec): `subprocess` alone would cost more to import than the spawn.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import selectors
-import signal
-import subprocess
+import select
 import time
-from typing import TYPE_CHECKING
+from _signal import SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGTERM, SIGXFSZ
 
 from runtools.job.phase import ExecutionPhase, RunContext
-from runtools.model.durations import human_duration
 from runtools.model.status import State, Status
-from runtools.output.capture import StreamCapture, compile_warnings, term_fd_for
-from runtools.output.progress import parse_progress
-
-if TYPE_CHECKING:
-    import re
+from runtools.output.capture import StreamCapture, term_fd_for
 
 CHUNK = 65536
 PROGRESS_FLUSH_S = 0.25
 EXIT_TIMEOUT = 124
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_WRAPPER_FAILED = 125
+# Python ignores SIGPIPE/SIGXFSZ and we handle INT/TERM/HUP: the command gets the defaults.
+_DEFAULT_SIGNALS = (SIGPIPE, SIGXFSZ, SIGINT, SIGTERM, SIGHUP)
 
 
 def process_start_time(pid: int) -> float | None:
@@ -40,6 +35,15 @@ def process_start_time(pid: int) -> float | None:
         return float(stat[stat.rindex(b")") + 2 :].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def spawn(argv: list[str], fds: dict[int, int], env: dict[str, str] | None = None) -> int:
+    """Start argv (PATH lookup) as the leader of a new process group; `fds` maps child fd -> our fd."""
+    actions = [(os.POSIX_SPAWN_DUP2, ours, theirs) for theirs, ours in fds.items()]
+    return os.posix_spawnp(
+        argv[0], argv, os.environ if env is None else env,
+        file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
+    )
 
 
 class ProgramPhase(ExecutionPhase):
@@ -56,7 +60,6 @@ class ProgramPhase(ExecutionPhase):
         output_warn: list[str] | None = None,
         terminal: bool = True,
         env: dict[str, str] | None = None,
-        cwd: str | None = None,
     ) -> None:
         if not argv:
             from runtools.errors import UsageError
@@ -67,27 +70,51 @@ class ProgramPhase(ExecutionPhase):
         self.timeout = timeout
         self.kill_after = kill_after
         self.time_warn = time_warn
-        self.warn_res: list[re.Pattern[bytes]] = compile_warnings(output_warn or [])
+        self.warn_res = []
+        if output_warn:
+            from runtools.output.capture import compile_warnings
+
+            self.warn_res = compile_warnings(output_warn)
         self.terminal = terminal
         self.env = env
-        self.cwd = cwd
+
+    # -- launching -----------------------------------------------------------------------------
+
+    def _launch(self, ctx: RunContext) -> tuple[int, dict[int, str]]:
+        """Spawn the child; returns its pid and our read ends of its output pipes."""
+        fds: dict[int, int] = {}
+        ours: dict[int, str] = {}
+        close_after: list[int] = []
+        if not self.bypass:
+            for child_fd, name in ((1, "stdout"), (2, "stderr")):
+                r, w = os.pipe()
+                fds[child_fd] = w
+                ours[r] = name
+                close_after.append(w)
+        elif not self.terminal:
+            null = os.open(os.devnull, os.O_WRONLY)
+            fds = {1: null, 2: null}
+            close_after.append(null)
+        lease_fds = ctx.lease.inheritable_fds() if ctx.lease is not None else ()
+        for fd in lease_fds:  # the command keeps the run's lease alive as long as it lives
+            os.set_inheritable(fd, True)
+        try:
+            pid = spawn(self.argv, fds, self.env)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in close_after:
+                os.close(fd)
+            for fd in lease_fds:
+                os.set_inheritable(fd, False)
+        return pid, ours
 
     def execute(self, ctx: RunContext) -> tuple[Status, int | None]:
         run = ctx.run
-        captures: dict[int, StreamCapture] = {}
-        pass_fds = ctx.lease.inheritable_fds() if getattr(ctx, "lease", None) else ()
-        out = subprocess.DEVNULL if not self.terminal and not self.bypass else None
         try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdout=out if self.bypass else subprocess.PIPE,
-                stderr=out if self.bypass else subprocess.PIPE,
-                process_group=0,
-                pass_fds=pass_fds,
-                env=self.env,
-                cwd=self.cwd,
-                bufsize=0,
-            )
+            pid, pipes = self._launch(ctx)
         except FileNotFoundError:
             run.error = f"command not found: {self.argv[0]}"
             return Status.ERROR, EXIT_NOT_FOUND
@@ -96,116 +123,135 @@ class ProgramPhase(ExecutionPhase):
             return Status.ERROR, EXIT_NOT_EXECUTABLE
         except OSError as e:
             run.error = f"cannot run {self.argv[0]}: {e.strerror}"
-            return Status.ERROR, EXIT_NOT_EXECUTABLE if e.errno == errno.ENOEXEC else 125
+            return Status.ERROR, EXIT_NOT_EXECUTABLE if e.errno == 8 else EXIT_WRAPPER_FAILED  # 8: ENOEXEC
 
-        started = time.time()
-        run.started_at = started
-        run.child_pid = proc.pid
-        run.child_start = process_start_time(proc.pid)
-        ctx.set_state(State.EXECUTING, None, "executing")
-        if ctx.stop_status is not None:  # asked to stop while we were launching
-            self._signal(proc, signal.SIGTERM)
+        run.started_at = time.time()
+        run.child_pid = pid
+        run.child_start = process_start_time(pid)
+        try:
+            ctx.set_state(State.EXECUTING, None, "executing")
+        except BaseException:
+            _killpg(pid, SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        return self._supervise(ctx, pid, pipes)
 
-        progress_dirty = [False]
+    # -- supervising ---------------------------------------------------------------------------
+
+    def _supervise(self, ctx: RunContext, pid: int, pipes: dict[int, str]) -> tuple[Status, int | None]:
+        run = ctx.run
+        progress_dirty = False
 
         def on_line(stream: str, line: bytes) -> None:
+            nonlocal progress_dirty
+            from runtools.output.progress import parse_progress
+
             p = parse_progress(line)
             if p:
                 run.progress = {**(run.progress or {}), **p, "updated_at": time.time()}
-                progress_dirty[0] = True
+                progress_dirty = True
             for rx in self.warn_res:
                 if rx.search(line):
                     text = line[:200].decode("utf-8", "replace")
                     ctx.add_warning(f"output matched /{rx.pattern.decode()}/: {text}")
 
         endpoint = ctx.endpoint
-        sel = selectors.DefaultSelector()
-        if not self.bypass:
-            for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                path = run.stdout_path if name == "stdout" else run.stderr_path
-                cap = StreamCapture(
-                    name,
-                    path,
-                    term_fd_for(name) if self.terminal else None,
-                    on_line,
-                    endpoint.output if endpoint is not None else None,
-                    all_lines=bool(self.warn_res),
-                )
-                captures[pipe.fileno()] = cap
-                os.set_blocking(pipe.fileno(), False)
-                sel.register(pipe.fileno(), selectors.EVENT_READ, "pipe")
+        captures: dict[int, StreamCapture] = {}
+        poller = select.epoll()
+        for fd, name in pipes.items():
+            path = run.stdout_path if name == "stdout" else run.stderr_path
+            captures[fd] = StreamCapture(
+                name, path, term_fd_for(name) if self.terminal else None, on_line,
+                endpoint.output if endpoint is not None else None, all_lines=bool(self.warn_res),
+            )
+            os.set_blocking(fd, False)
+            poller.register(fd, select.EPOLLIN)
         pidfd = None
-        with contextlib.suppress(AttributeError, OSError):
-            pidfd = os.pidfd_open(proc.pid)
-            sel.register(pidfd, selectors.EVENT_READ, "exit")
-        sel.register(ctx.wake_fd, selectors.EVENT_READ, "wake")
+        try:
+            pidfd = os.pidfd_open(pid)
+            poller.register(pidfd, select.EPOLLIN)
+        except (AttributeError, OSError):  # old kernel: check the child at short intervals
+            pidfd = None
+        poller.register(ctx.wake_fd, select.EPOLLIN)
 
-        mono0 = time.monotonic()
-        deadline = mono0 + self.timeout if self.timeout is not None else None
-        warn_at = mono0 + self.time_warn if self.time_warn is not None else None
+        t0 = time.monotonic()
+        deadline = t0 + self.timeout if self.timeout is not None else None
+        warn_at = t0 + self.time_warn if self.time_warn is not None else None
         kill_at: float | None = None
         timed_out = False
-        terminating = ctx.stop_status is not None
-        last_flush = mono0
-        exited = False
+        terminating = False
+        last_flush = t0
+        status_word: int | None = None
+        if ctx.stop_status is not None:  # asked to stop while we were launching
+            terminating = True
+            _killpg(pid, SIGTERM)
+            kill_at = t0 + self.kill_after
         try:
-            while not exited:
+            while status_word is None:
                 now = time.monotonic()
                 timers = [t for t in (deadline, warn_at, kill_at) if t is not None]
                 if pidfd is None:
-                    timers.append(now + 0.05)  # no pidfd on this kernel: check the child now and then
-                if progress_dirty[0]:
+                    timers.append(now + 0.05)
+                if progress_dirty:
                     timers.append(last_flush + PROGRESS_FLUSH_S)
-                wait = max(0.0, min(timers) - now) if timers else None
-                for key, _ in sel.select(wait):
-                    if key.data == "pipe":
-                        self._read(key.fd, captures, sel)
-                    elif key.data == "exit":
-                        exited = True
-                    elif key.data == "wake":
-                        with contextlib.suppress(OSError):
-                            os.read(ctx.wake_fd, 64)
+                wait = max(0.0, min(timers) - now) if timers else -1
+                for fd, _ in poller.poll(wait):
+                    if fd in captures:
+                        if self._read(fd, captures) == 0:
+                            poller.unregister(fd)
+                    elif fd == ctx.wake_fd:
+                        try:
+                            os.read(fd, 64)
+                        except OSError:
+                            pass
                         if not terminating:
                             terminating = True
-                            self._signal(proc, signal.SIGTERM)
+                            _killpg(pid, SIGTERM)
                             kill_at = time.monotonic() + self.kill_after
+                    elif fd == pidfd:
+                        poller.unregister(pidfd)
+                        _, status_word = os.waitpid(pid, 0)
+                if pidfd is None and status_word is None:
+                    done, st = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        status_word = st
                 now = time.monotonic()
-                if pidfd is None and proc.poll() is not None:
-                    exited = True
                 if deadline is not None and now >= deadline and not terminating:
                     timed_out = terminating = True
                     deadline = None
-                    self._signal(proc, signal.SIGTERM)
+                    _killpg(pid, SIGTERM)
                     kill_at = now + self.kill_after
                 if kill_at is not None and now >= kill_at:
                     kill_at = None
-                    self._signal(proc, signal.SIGKILL)
+                    _killpg(pid, SIGKILL)
                 if warn_at is not None and now >= warn_at:
                     warn_at = None
+                    from runtools.model.durations import human_duration
+
                     ctx.add_warning(f"execution time exceeded {human_duration(self.time_warn)}")
-                if progress_dirty[0] and now - last_flush >= PROGRESS_FLUSH_S:
-                    progress_dirty[0] = False
+                if progress_dirty and now - last_flush >= PROGRESS_FLUSH_S:
+                    progress_dirty = False
                     last_flush = now
                     ctx.save("progress")
-            returncode = proc.wait()
-            # The child is gone; take what is left in the pipes without waiting for
+            # The child is gone: take what is left in the pipes without waiting for
             # grandchildren that may still hold them open.
-            for fd in list(captures):
-                self._drain(fd, captures)
+            for fd in captures:
+                while self._read(fd, captures) > 0:
+                    pass
         finally:
-            for cap in captures.values():
+            for fd, cap in captures.items():
                 cap.close()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-            sel.close()
+                os.close(fd)
+            poller.close()
             if pidfd is not None:
                 os.close(pidfd)
-        if progress_dirty[0]:
-            run.progress = dict(run.progress or {})
-
-        exit_code = 128 - returncode if returncode < 0 else returncode
+        if status_word is None:  # pragma: no cover - loop only exits with a status
+            return Status.ERROR, EXIT_WRAPPER_FAILED
+        code = os.waitstatus_to_exitcode(status_word)
+        exit_code = 128 - code if code < 0 else code
         if timed_out:
+            from runtools.model.durations import human_duration
+
             run.error = f"timed out after {human_duration(self.timeout)}"
             return Status.TIMEOUT, EXIT_TIMEOUT
         if ctx.stop_status is not None:
@@ -213,36 +259,28 @@ class ProgramPhase(ExecutionPhase):
         return (Status.COMPLETED if exit_code == 0 else Status.FAILED), exit_code
 
     @staticmethod
-    def _read(fd: int, captures: dict[int, StreamCapture], sel: selectors.BaseSelector) -> None:
+    def _read(fd: int, captures: dict[int, StreamCapture]) -> int:
+        """Move one chunk: 1 moved, 0 end of stream, -1 nothing to read right now."""
         try:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
-            return
+            return -1
         except OSError:
-            data = b""
-        if data:
-            captures[fd].feed(data)
-        else:
-            sel.unregister(fd)
+            return 0
+        if not data:
+            return 0
+        captures[fd].feed(data)
+        return 1
 
-    @staticmethod
-    def _drain(fd: int, captures: dict[int, StreamCapture]) -> None:
-        while True:
-            try:
-                data = os.read(fd, CHUNK)
-            except OSError:
-                return
-            if not data:
-                return
-            captures[fd].feed(data)
 
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        """Signal the child's whole process group (it leads it: process_group=0)."""
+def _killpg(pid: int, sig: int) -> None:
+    """Signal the child's whole process group (it leads its own group)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+            os.kill(pid, sig)
+        except OSError:
             pass
-        except PermissionError:
-            with contextlib.suppress(OSError):
-                proc.send_signal(sig)

@@ -6,46 +6,86 @@ an option means the same thing everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
 from runtools.job.instance import JobRun
-from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase
 from runtools.job.program import ProgramPhase
 from runtools.model.ids import job_id_from_command
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from runtools.env.base import Environment
+    from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase
 
 
-@dataclass
-class JobSpec:
-    command: list[str] = field(default_factory=list)
-    job_id: str | None = None
-    run_id: str | None = None
-    tags: list[str] = field(default_factory=list)
-    bypass_output: bool = False
-    timeout: float | None = None
-    kill_after: float = 10.0
-    time_warn: float | None = None
-    output_warn: list[str] = field(default_factory=list)
-    terminal: bool = True
+_SPEC_DEFAULTS: dict[str, object] = {
+    "command": list,
+    "job_id": None,
+    "run_id": None,
+    "tags": list,
+    "bypass_output": False,
+    "timeout": None,
+    "kill_after": 10.0,
+    "time_warn": None,
+    "output_warn": list,
+    "terminal": True,
     # coordination (DESIGN §4)
-    mutual_exclusion: bool = False
-    excl_group: str | None = None
-    max_concurrent: int | None = None
-    queue_group: str | None = None
-    pending: str | None = None
-    approval: str | None = None
-    pending_timeout: float | None = None
-    requires: list[str] = field(default_factory=list)
-    after: list[str] = field(default_factory=list)
-    after_timeout: float | None = None
+    "mutual_exclusion": False,
+    "excl_group": None,
+    "max_concurrent": None,
+    "queue_group": None,
+    "pending": None,
+    "approval": None,
+    "pending_timeout": None,
+    "requires": list,
+    "after": list,
+    "after_timeout": None,
     # start-once
-    run_key: str | None = None
-    strict: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    output_paths: tuple[str, str] | None = None
+    "run_key": None,
+    "strict": False,
+    "extra": dict,
+    "output_paths": None,
+}
+
+
+class JobSpec:
+    """Options of one run; any field of `_SPEC_DEFAULTS` may be given as a keyword."""
+
+    __slots__ = tuple(_SPEC_DEFAULTS)
+
+    command: list[str]
+    job_id: str | None
+    run_id: str | None
+    tags: list[str]
+    bypass_output: bool
+    timeout: float | None
+    kill_after: float
+    time_warn: float | None
+    output_warn: list[str]
+    terminal: bool
+    mutual_exclusion: bool
+    excl_group: str | None
+    max_concurrent: int | None
+    queue_group: str | None
+    pending: str | None
+    approval: str | None
+    pending_timeout: float | None
+    requires: list[str]
+    after: list[str]
+    after_timeout: float | None
+    run_key: str | None
+    strict: bool
+    extra: dict[str, Any]
+    output_paths: tuple[str, str] | None
+
+    def __init__(self, **kw: Any) -> None:
+        for name, default in _SPEC_DEFAULTS.items():
+            setattr(self, name, kw.pop(name) if name in kw else default() if callable(default) else default)
+        if kw:
+            raise TypeError(f"unknown job options: {', '.join(kw)}")
+
+    def __repr__(self) -> str:
+        return "JobSpec(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in _SPEC_DEFAULTS) + ")"
 
     @property
     def resolved_job_id(self) -> str:
@@ -58,7 +98,7 @@ def admission_phases(spec: JobSpec) -> list[AdmissionPhase]:
     try:
         from runtools.job.coordination import DisabledCheck
     except ImportError:
-        DisabledCheck = None  # noqa: N806
+        DisabledCheck = None
     if DisabledCheck is not None:
         out.append(DisabledCheck())
     if spec.run_key is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from runtools.errors import UsageError
@@ -21,12 +20,23 @@ def _check(pattern: str) -> str:
     return pattern
 
 
-@dataclass(frozen=True)
 class RunMatcher:
     """Matches runs against patterns: any positive pattern (or none given), and no negative one."""
 
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    __slots__ = ("exclude", "include")
+
+    def __init__(self, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> None:
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunMatcher) and (self.include, self.exclude) == (other.include, other.exclude)
+
+    def __hash__(self) -> int:
+        return hash((self.include, self.exclude))
+
+    def __repr__(self) -> str:
+        return f"RunMatcher(include={self.include!r}, exclude={self.exclude!r})"
 
     @classmethod
     def parse(cls, patterns: list[str] | tuple[str, ...] | str | None) -> RunMatcher:

@@ -2,48 +2,51 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
-
 from runtools.errors import UsageError
 
 _UNIT = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|sec|min|s|m|h|d)")
 
 
-def parse_duration(text: str, what: str = "duration") -> float:
+def parse_duration(text: str | float, what: str = "duration") -> float:
     """Seconds from `text`; a bare number means seconds. Raises UsageError on anything else."""
     s = str(text).strip().lower()
     try:
         value = float(s)
     except ValueError:
+        import re
+
         pos, total = 0, 0.0
-        for m in _PART.finditer(s):
+        for m in re.finditer(r"(\d+(?:\.\d+)?)(ms|sec|min|s|m|h|d)", s):
             if m.start() != pos:
                 break
             total += float(m.group(1)) * _UNIT[m.group(2)]
             pos = m.end()
         if pos != len(s) or not s:
-            raise UsageError(f"invalid {what} {text!r}: use seconds or a number with ms/s/m/h/d, e.g. 90, 1.5s, 10m, 1h30m") from None
+            raise UsageError(
+                f"invalid {what} {text!r}: use seconds or a number with ms/s/m/h/d, e.g. 90, 1.5s, 10m, 1h30m"
+            ) from None
         value = total
     if value < 0 or value != value or value == float("inf"):
         raise UsageError(f"invalid {what} {text!r}: must be a finite, non-negative number")
     return value
 
 
-def parse_instant(text: str, what: str = "time", now: datetime | None = None) -> float:
+def parse_instant(text: str, what: str = "time", now: object = None) -> float:
     """Epoch seconds from ISO 8601 (naive = local time), `today`, `yesterday`, or an age like `2h` (= 2h ago)."""
+    from datetime import datetime, timedelta
+
     s = text.strip()
-    now = now or datetime.now().astimezone()
+    now_dt = now if isinstance(now, datetime) else datetime.now().astimezone()
+    midnight = now_dt.replace(hour=0, minute=0, second=0, microsecond=0)
     if s.lower() == "today":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        return midnight.timestamp()
     if s.lower() == "yesterday":
-        return (now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp()
+        return (midnight - timedelta(days=1)).timestamp()
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
         try:
-            return now.timestamp() - parse_duration(s)
+            return now_dt.timestamp() - parse_duration(s)
         except UsageError:
             raise UsageError(
                 f"invalid {what} {text!r}: use ISO 8601 (2026-01-01, 2026-01-01T12:00:00+02:00) or an age like 2h"
@@ -57,6 +60,8 @@ def iso(ts: float | None) -> str | None:
     """ISO 8601 with offset, in local time, millisecond precision; None stays None."""
     if ts is None:
         return None
+    from datetime import datetime
+
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 

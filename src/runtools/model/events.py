@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-from runtools.model.durations import iso
 from runtools.model.run import RunRecord
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass
+
 class Event:
     """`event` names the transition: created, pending, queued, waiting, executing, ended,
-    released, approved, denied, stopped, warning, progress."""
+    released, approved, denied, stopped, warning, progress, overlap, ..."""
 
-    event: str
-    run: RunRecord
-    timestamp: float = field(default_factory=time.time)
-    detail: dict[str, Any] | None = None
+    __slots__ = ("detail", "event", "run", "timestamp")
+
+    def __init__(
+        self, event: str, run: RunRecord, timestamp: float | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
+        self.event = event
+        self.run = run
+        self.timestamp = time.time() if timestamp is None else timestamp
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Event({self.event}, {self.run.instance_id})"
 
     def to_json(self) -> dict[str, Any]:
+        from runtools.model.durations import iso
+
         r = self.run
         return {
             "event": self.event,

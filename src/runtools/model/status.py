@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from runtools.model._names import Names
 
 
-class Stage(str, Enum):
+class Stage(Names):
     """Lifecycle of a run: CREATED -> RUNNING -> ENDED."""
 
     CREATED = "CREATED"
     RUNNING = "RUNNING"
     ENDED = "ENDED"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class State(str, Enum):
+class State(Names):
     """What a RUNNING run is doing right now, from its current phase."""
 
     PENDING = "PENDING"  # waiting at a gate (latch, approval)
@@ -24,21 +21,15 @@ class State(str, Enum):
     WAITING = "WAITING"  # waiting for another run (dependency, await, service)
     EXECUTING = "EXECUTING"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Outcome(str, Enum):
+class Outcome(Names):
     SUCCESS = "SUCCESS"
     ABORTED = "ABORTED"
     REJECTED = "REJECTED"
     FAULT = "FAULT"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Status(str, Enum):
+class Status(Names):
     """Termination status of an ended run."""
 
     COMPLETED = "COMPLETED"
@@ -55,9 +46,6 @@ class Status(str, Enum):
     FAILED = "FAILED"
     ERROR = "ERROR"
     LOST = "LOST"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def outcome(self) -> Outcome:
@@ -100,5 +88,6 @@ NOT_EXECUTED_EXIT = {
     Status.UNSATISFIED: 103,
     Status.CANCELLED: 104,
     Status.DUPLICATE: 105,
+    Status.TIMEOUT: 106,  # a gate (--pending-timeout) or --after-timeout gave up; executed timeouts exit 124
     Status.SKIPPED: 0,
 }

@@ -7,10 +7,13 @@ partial line (capped) is kept for progress parsing and output warnings.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable
 
 from runtools.output.tail import write_all
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable
 
 MAX_LINE = 64 * 1024
 
@@ -26,7 +29,7 @@ class StreamCapture:
         all_lines: bool = False,
     ) -> None:
         self.name = name
-        self.file = open(path, "ab", buffering=0) if path else None  # noqa: SIM115 - closed in close()
+        self.file = open(path, "ab", buffering=0) if path else None
         self.term_fd = term_fd
         self.on_line = on_line
         self.on_chunk = on_chunk
@@ -66,6 +69,8 @@ class StreamCapture:
 
 
 def compile_warnings(patterns: list[str]) -> list[re.Pattern[bytes]]:
+    import re
+
     from runtools.errors import UsageError
 
     out = []

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 KEYS = ("event", "completed", "total", "unit", "result")
-_PAIR = re.compile(rb"(?<![\w-])(event|completed|total|unit|result)=(?:\[([^\]\n]*)\]|([^\s\[\]]+))")
+_KEYS_B = tuple(k.encode() + b"=" for k in KEYS)
+_PAIR = None  # compiled on the first line that could carry progress: `re` is not free to import
+
+
+def _pair():
+    global _PAIR
+    if _PAIR is None:
+        import re
+
+        _PAIR = re.compile(rb"(?<![\w-])(event|completed|total|unit|result)=(?:\[([^\]\n]*)\]|([^\s\[\]]+))")
+    return _PAIR
 
 
 def _num(v: str) -> Any:
@@ -19,10 +30,10 @@ def _num(v: str) -> Any:
 
 def parse_progress(line: bytes) -> dict[str, Any] | None:
     """The progress pairs on one line, or None when it has none."""
-    if b"=" not in line:
+    if b"=" not in line or not any(k in line for k in _KEYS_B):
         return None
     found: dict[str, Any] = {}
-    for m in _PAIR.finditer(line):
+    for m in _pair().finditer(line):
         key = m.group(1).decode()
         raw = (m.group(2) if m.group(2) is not None else m.group(3)).decode("utf-8", "replace").strip()
         found[key] = _num(raw) if key in ("completed", "total") else raw

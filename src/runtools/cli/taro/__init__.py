@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             if e.name == f"runtools.cli.taro.{mod_name}":
                 raise UsageError(f"verb {verb!r} is not available in this build") from None
             raise
+        if hasattr(mod, "run_argv"):  # verbs that parse their own options (exec)
+            return mod.run_argv(argv[1:])
         p = ArgParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
         mod.configure(p, verb) if getattr(mod, "MULTI", False) else mod.configure(p)
         args = p.parse_args(argv[1:])

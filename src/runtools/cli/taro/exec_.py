@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 HELP = "run a command as a job (same options as `run job`)"
 
 
-def configure(p: argparse.ArgumentParser) -> None:
-    from runtools.cli.run import add_job_options
+def run_argv(argv: list[str]) -> int:
+    """Parsed by `run job`'s own parser, so options and help are the same."""
+    from runtools.cli.run import execute, parse_args
 
-    add_job_options(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from runtools.cli.run import execute
-
-    rest = sys.argv[2:]
-    return execute(args, ["job", *rest])
+    return execute(parse_args(argv, prog="taro exec"), ["exec", *argv])

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from runtools.cli.table import render
     from runtools.model.durations import human_duration
 
-    def pct(v):  # noqa: ANN001
+    def pct(v):
         return "" if v is None else f"{100 * v:.0f}%"
 
     table = [

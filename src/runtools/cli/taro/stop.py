@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def who() -> str:
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001
+    except Exception:
         user = str(os.getuid())
     return f"{user} (taro, pid {os.getpid()})"
 

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.follow and r.active:
             try:
                 follow = env.follow_output(r.instance_id)
-                kind, offs = next(follow)
+                _kind, offs = next(follow)
                 offsets = dict(offs)  # type: ignore[arg-type]
             except (NotFoundError, StopIteration):
                 follow = None

@@ -28,7 +28,7 @@ def _is_state(word: str) -> bool:
     return word.lower() in _STAGES | _STATES or w in Status.__members__ or w in Outcome.__members__
 
 
-def reached(ev, state: str) -> bool:  # noqa: ANN001
+def reached(ev, state: str) -> bool:
     r = ev.run
     s = state.upper()
     if state in ("ended",):

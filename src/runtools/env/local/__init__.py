@@ -8,23 +8,27 @@
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
-from runtools.env.base import ControlEndpoint, ControlHandler, Environment, Lease, RunQuery, Subscription, Tx
+from runtools.env.base import Environment, Tx
 from runtools.env.local import control as _control
 from runtools.env.local import store
 from runtools.env.local.events import EventBus
 from runtools.env.local.lease import FileLease, lease_alive, wait_released
 from runtools.env.local.paths import ensure_private_dir, runtime_dir, short_name
+from runtools.env.local.store import sqlite3
 from runtools.errors import BackendError
 from runtools.model.events import Event
-from runtools.model.run import RunRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from runtools.env.base import ControlEndpoint, ControlHandler, Lease, RunQuery, Subscription
+    from runtools.model.run import RunRecord
 
 DB_NAMES = ("runs.db", "orchesjob.db")
 
@@ -64,28 +68,79 @@ class LocalTx(Tx):
         self.conn.execute("DELETE FROM runs WHERE instance_id=?", (instance_id,))
 
     def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key)).fetchone()
+        if not row:
+            return None
         import json
 
-        row = self.conn.execute("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key)).fetchone()
-        return json.loads(row[0]) if row else None
+        return json.loads(row[0])
 
     def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
-        import json
-
         if value is None:
             self.conn.execute("DELETE FROM settings WHERE kind=? AND key=?", (kind, key))
         else:
             self.conn.execute(
                 "INSERT INTO settings (kind, key, value) VALUES (?,?,?) "
                 "ON CONFLICT(kind, key) DO UPDATE SET value=excluded.value",
-                (kind, key, json.dumps(value)),
+                (kind, key, store.dumps(value)),
             )
 
     def settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,)).fetchall()
+        if not rows:
+            return {}
         import json
 
-        rows = self.conn.execute("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,))
         return {k: json.loads(v) for k, v in rows}
+
+
+class _Transaction:
+    """`with env.transaction() as tx`: BEGIN IMMEDIATE ... COMMIT, then publish tx.events.
+    (A class, not @contextmanager: contextlib is a measurable import on the hot path.)"""
+
+    __slots__ = ("env", "tx")
+
+    def __init__(self, env: LocalEnvironment) -> None:
+        self.env = env
+        self.tx: LocalTx | None = None
+
+    def __enter__(self) -> LocalTx:
+        env = self.env
+        env._lock.acquire()
+        try:
+            conn = env.conn
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            env._lock.release()
+            raise BackendError(f"environment {env.name} is busy ({e}): try again") from None
+        except BaseException:
+            env._lock.release()
+            raise
+        self.tx = LocalTx(env, conn)
+        return self.tx
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        env = self.env
+        conn = env._conn
+        try:
+            if exc_type is not None:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise BackendError(f"cannot write to {env.db_path}: {e}") from None
+        finally:
+            env._lock.release()
+        for ev in self.tx.events:
+            env.publish(ev)
 
 
 class LocalEnvironment(Environment):
@@ -96,7 +151,7 @@ class LocalEnvironment(Environment):
             db_name = next((n for n in DB_NAMES if os.path.exists(os.path.join(self.dir, n))), DB_NAMES[0])
         self.db_path = os.path.join(self.dir, db_name)
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._runtime: str | None = None
         self._bus: EventBus | None = None
 
@@ -125,34 +180,14 @@ class LocalEnvironment(Environment):
 
     def _control_path(self, instance_id: str) -> str:
         d = os.path.join(self.runtime, "c")
-        os.makedirs(d, mode=0o700, exist_ok=True)
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
         return os.path.join(d, short_name(instance_id))
 
     # -- store ---------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise BackendError(f"environment {self.name} is busy ({e}): try again") from None
-            tx = LocalTx(self, conn)
-            try:
-                yield tx
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise BackendError(f"cannot write to {self.db_path}: {e}") from None
-        for ev in tx.events:
-            self.publish(ev)
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def find_runs(self, query: RunQuery) -> list[RunRecord]:
         with self._lock:
@@ -179,9 +214,11 @@ class LocalEnvironment(Environment):
     # -- leases --------------------------------------------------------------------------------
 
     def lease(self, run: RunRecord) -> Lease:
-        d = os.path.join(self.dir, "leases")
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        return FileLease(self._lease_path(run))
+        try:
+            return FileLease(self._lease_path(run))
+        except FileNotFoundError:
+            os.makedirs(os.path.join(self.dir, "leases"), mode=0o700, exist_ok=True)
+            return FileLease(self._lease_path(run))
 
     def lease_alive(self, run: RunRecord) -> bool:
         return lease_alive(self._lease_path(run))
@@ -212,7 +249,8 @@ class LocalEnvironment(Environment):
 
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
         d = os.path.join(self.dir, "output", run.job_id)
-        os.makedirs(d, mode=0o700, exist_ok=True)
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
         base = os.path.join(d, run.run_id)
         return base + ".stdout", base + ".stderr"
 

@@ -1,26 +1,47 @@
-"""Control of a live local run over its own Unix stream socket (owner-only directory).
+"""Control of a live local run over its own Unix stream socket (in an owner-only directory).
 
 Requests are one JSON line, answered by one JSON line. `{"op": "follow"}` turns the
 connection into an output stream: the answer carries the byte offsets already stored, then
-frames `<stream byte><4-byte length><chunk>` follow until the run ends.
+frames `<stream byte><4-byte length><chunk>` follow until the run ends. The server side uses
+`_socket`/`_thread` because it starts with every run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import _thread
 import os
-import socket
-import struct
-import threading
-from collections.abc import Iterator
-from typing import Any
+from _socket import AF_UNIX, SHUT_RDWR, SOCK_STREAM, socket
 
-from runtools.env.base import ControlEndpoint, ControlHandler
+from runtools.env.base import ControlEndpoint
 from runtools.errors import NotFoundError
+from runtools.model.jsonenc import dumps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from runtools.env.base import ControlHandler
 
 _STREAMS = {"stdout": b"o", "stderr": b"e"}
 _NAMES = {v: k for k, v in _STREAMS.items()}
+MAX_REQUEST = 1 << 20
+
+
+def _readline(conn: socket) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n") and len(buf) < MAX_REQUEST:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _sendall(conn: socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[conn.send(view) :]
 
 
 class ControlServer(ControlEndpoint):
@@ -28,11 +49,13 @@ class ControlServer(ControlEndpoint):
         self.path = path
         self.handler = handler
         self.offsets = offsets  # bytes stored per stream, kept current by `output`
-        self._followers: list[socket.socket] = []
-        self._lock = threading.Lock()
-        with contextlib.suppress(FileNotFoundError):
+        self._followers: list[socket] = []
+        self._lock = _thread.allocate_lock()
+        try:
             os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except FileNotFoundError:
+            pass
+        self.sock = socket(AF_UNIX, SOCK_STREAM)
         old = os.umask(0o177)
         try:
             self.sock.bind(path)
@@ -40,25 +63,25 @@ class ControlServer(ControlEndpoint):
             os.umask(old)
         self.sock.listen(16)
         self._closed = False
-        threading.Thread(target=self._serve, daemon=True, name="control").start()
+        _thread.start_new_thread(self._serve, ())
 
     def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                fd, _ = self.sock._accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            _thread.start_new_thread(self._handle, (socket(AF_UNIX, SOCK_STREAM, 0, fd),))
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket) -> None:
+        import json
+
         try:
             conn.settimeout(5)
-            f = conn.makefile("rb")
-            line = f.readline(1 << 20)
-            req = json.loads(line)
+            req = json.loads(_readline(conn))
             if req.get("op") == "follow":
                 with self._lock:
-                    conn.sendall(json.dumps({"ok": True, "offsets": dict(self.offsets)}).encode() + b"\n")
+                    _sendall(conn, dumps({"ok": True, "offsets": dict(self.offsets)}).encode() + b"\n")
                     conn.settimeout(2)
                     self._followers.append(conn)
                 return
@@ -66,8 +89,8 @@ class ControlServer(ControlEndpoint):
                 resp = self.handler(req)
             except Exception as e:  # the answer must reach the caller, whatever happened
                 resp = {"ok": False, "error": str(e)}
-            conn.sendall(json.dumps(resp).encode() + b"\n")
-        except (OSError, ValueError):
+            _sendall(conn, json.dumps(resp).encode() + b"\n")
+        except (OSError, ValueError, AttributeError):
             pass
         conn.close()
 
@@ -76,10 +99,10 @@ class ControlServer(ControlEndpoint):
             self.offsets[stream] = self.offsets.get(stream, 0) + len(data)
             if not self._followers:
                 return
-            frame = _STREAMS[stream] + struct.pack(">I", len(data)) + data
+            frame = _STREAMS[stream] + len(data).to_bytes(4, "big") + data
             for c in list(self._followers):
                 try:
-                    c.sendall(frame)
+                    _sendall(c, frame)
                 except OSError:  # slow or gone follower: drop it, never stall the run
                     self._followers.remove(c)
                     c.close()
@@ -88,19 +111,25 @@ class ControlServer(ControlEndpoint):
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(self.path)
+        except OSError:
+            pass
         self.sock.close()
         with self._lock:
             for c in self._followers:
-                with contextlib.suppress(OSError):
-                    c.shutdown(socket.SHUT_RDWR)
+                try:
+                    c.shutdown(SHUT_RDWR)
+                except OSError:
+                    pass
                 c.close()
             self._followers.clear()
 
 
-def _connect(path: str, instance_id: str, timeout: float) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str, instance_id: str, timeout: float):  # -> socket.socket
+    import socket as _s
+
+    s = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
@@ -111,10 +140,12 @@ def _connect(path: str, instance_id: str, timeout: float) -> socket.socket:
 
 
 def request(path: str, instance_id: str, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+    import json
+
     s = _connect(path, instance_id, timeout)
     try:
         s.sendall(json.dumps(req).encode() + b"\n")
-        line = s.makefile("rb").readline(1 << 20)
+        line = s.makefile("rb").readline(MAX_REQUEST)
     except OSError:
         raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)") from None
     finally:
@@ -125,11 +156,13 @@ def request(path: str, instance_id: str, req: dict[str, Any], timeout: float) ->
 
 
 def follow(path: str, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
+    import json
+
     s = _connect(path, instance_id, 5)
     try:
         s.sendall(b'{"op": "follow"}\n')
         f = s.makefile("rb")
-        head = f.readline(1 << 20)
+        head = f.readline(MAX_REQUEST)
         if not head:
             return
         yield "offsets", json.loads(head)["offsets"]
@@ -138,8 +171,7 @@ def follow(path: str, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
             hdr = f.read(5)
             if len(hdr) < 5:
                 return
-            n = struct.unpack(">I", hdr[1:])[0]
-            data = f.read(n)
+            data = f.read(int.from_bytes(hdr[1:], "big"))
             yield _NAMES.get(hdr[:1], "stdout"), data
     except OSError:
         return

@@ -2,18 +2,18 @@
 
 A listener binds a socket in `<runtime>/l/`; a publisher sends each event to every socket
 there. No broker: a listener that died leaves a socket nobody reads, and the next publisher
-that finds it refused removes it.
+that finds it refused removes it. (`_socket`, not `socket`: the wrapper sends events on its
+hot path and `socket` costs milliseconds of imports.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import socket
+from _socket import AF_UNIX, SO_RCVBUF, SOCK_DGRAM, SOL_SOCKET, socket
 
 from runtools.env.base import Subscription
 from runtools.model.events import Event
+from runtools.model.jsonenc import dumps
 
 _MAX = 200_000
 
@@ -22,7 +22,7 @@ class EventBus:
     def __init__(self, runtime: str) -> None:
         self.dir = os.path.join(runtime, "l")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self._sock: socket.socket | None = None
+        self._sock: socket | None = None
 
     def publish(self, event: Event) -> None:
         try:
@@ -31,23 +31,25 @@ class EventBus:
             return
         if not entries:
             return
-        data = json.dumps(event.to_wire(), separators=(",", ":")).encode()
+        data = dumps(event.to_wire()).encode()
         if len(data) > _MAX:  # keep the event, shed the bulky parts of the record
             wire = event.to_wire()
-            wire["run"].update(command=None, extra={}, actions=wire["run"]["actions"][-5:])
-            data = json.dumps(wire, separators=(",", ":")).encode()[:_MAX]
+            wire["run"].update(command=None, extra={}, actions=wire["run"]["actions"][-5:], warnings=[])
+            data = dumps(wire).encode()
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.settimeout(0.5)  # a listener that stopped reading must not block a run
+            self._sock = socket(AF_UNIX, SOCK_DGRAM)
+            self._sock.settimeout(0.5)  # a listener that stopped reading must not stall a run for long
         for name in entries:
             path = os.path.join(self.dir, name)
             try:
                 self._sock.sendto(data, path)
             except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(path)
+                except OSError:
+                    pass
             except OSError:
-                pass  # full or slow listener: drop this event for it rather than stall the run
+                pass  # full or slow listener: it loses this event rather than stall the run
 
     def subscribe(self) -> Subscription:
         return DgramSubscription(self.dir)
@@ -60,8 +62,8 @@ class EventBus:
 
 class DgramSubscription(Subscription):
     def __init__(self, directory: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.sock = socket(AF_UNIX, SOCK_DGRAM)
+        self.sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4 * 1024 * 1024)
         self.path = os.path.join(directory, f"{os.getpid()}-{os.urandom(4).hex()}")
         old = os.umask(0o177)
         try:
@@ -71,12 +73,15 @@ class DgramSubscription(Subscription):
         self._closed = False
 
     def get(self, timeout: float | None = None) -> Event | None:
+        """Next event; None on timeout, on a wake-up, or once closed."""
+        import json
+
         if self._closed:
             return None
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(_MAX + 1024)
-        except (TimeoutError, OSError):
+        except OSError:  # includes TimeoutError
             return None
         if not data:
             return None  # a wake-up
@@ -86,8 +91,13 @@ class DgramSubscription(Subscription):
             return None
 
     def wake(self) -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+        s = socket(AF_UNIX, SOCK_DGRAM)
+        try:
             s.sendto(b"", self.path)
+        except OSError:
+            pass
+        finally:
+            s.close()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -96,6 +106,8 @@ class DgramSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(self.path)
+        except OSError:
+            pass
         self.sock.close()

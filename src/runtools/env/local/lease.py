@@ -7,10 +7,8 @@ its command ends too: a mutually exclusive job can never run twice (docs/coordin
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import threading
 
 from runtools.env.base import Lease
 
@@ -29,8 +27,10 @@ class FileLease(Lease):
         if self._released:
             return
         self._released = True
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
         os.close(self.fd)
 
 
@@ -56,6 +56,8 @@ def wait_released(path: str, timeout: float | None) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return True
+    import threading
+
     done = threading.Event()
 
     def block() -> None:

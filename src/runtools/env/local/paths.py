@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+from _blake2 import blake2b  # hashlib would load OpenSSL: milliseconds on every run
 
 from runtools.errors import BackendError, UsageError
 
@@ -41,7 +41,7 @@ def ensure_private_dir(path: str) -> str:
 
 def runtime_dir(state_dir: str) -> str:
     """Short per-environment dir for Unix sockets (paths are limited to ~107 bytes)."""
-    digest = hashlib.blake2b(os.path.realpath(state_dir).encode(), digest_size=6).hexdigest()
+    digest = blake2b(os.path.realpath(state_dir).encode(), digest_size=6).hexdigest()
     base = os.environ.get("XDG_RUNTIME_DIR")
     if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
         base = f"/tmp/runtools-{os.getuid()}"
@@ -55,4 +55,4 @@ def runtime_dir(state_dir: str) -> str:
 
 
 def short_name(instance_id: str) -> str:
-    return hashlib.blake2b(instance_id.encode(), digest_size=8).hexdigest()
+    return blake2b(instance_id.encode(), digest_size=8).hexdigest()

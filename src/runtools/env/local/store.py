@@ -6,17 +6,24 @@ for the write lock instead of failing with `database is locked`.
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import time
-from typing import Any
 
-from runtools.env.base import RunQuery
 from runtools.errors import BackendError
-from runtools.model.criteria import glob_to_sql
+from runtools.model.jsonenc import dumps
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
+
+try:  # the C module: the `sqlite3` package on top of it only adds imports we never use
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover
+    import sqlite3  # type: ignore[no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runtools.env.base import RunQuery
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
@@ -74,6 +81,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def record_from_row(data: str) -> RunRecord:
+    import json
+
     return RunRecord.from_dict(json.loads(data))
 
 
@@ -87,8 +96,8 @@ def row_values(r: RunRecord) -> tuple[Any, ...]:
         r.created_at,
         r.ended_at,
         r.run_key,
-        json.dumps(r.tags),
-        json.dumps(r.to_dict(), separators=(",", ":")),
+        dumps(r.tags),
+        dumps(r.to_dict()),
     )
 
 
@@ -103,6 +112,8 @@ UPDATE = (
 
 
 def _match_sql(p: str) -> tuple[str, list[str]]:
+    from runtools.model.criteria import glob_to_sql
+
     g = glob_to_sql(p)
     if "@" in p:
         return "(job_id || '@' || run_id) GLOB ?", [g]
