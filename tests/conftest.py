@@ -131,6 +131,43 @@ class Cli:
         if proc.stdin is not None and not proc.stdin.closed:
             proc.stdin.close()
 
+    @staticmethod
+    def read_lines(proc: subprocess.Popen, until: Callable[[bytes], bool],
+                   timeout: float = 10.0) -> list[bytes]:
+        """Lines (without newline) read from `proc.stdout` (binary) up to and including the first
+        for which `until(line)` is true; fails the test at EOF or after `timeout` seconds.
+        Reads the descriptor directly: do not mix with proc.stdout.read*()."""
+        import selectors
+
+        fd = proc.stdout.fileno()
+        buf = getattr(proc, "_rt_buf", b"")
+        lines: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    lines.append(line)
+                    if until(line):
+                        proc._rt_buf = buf
+                        return lines
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"no matching line within {timeout}s; read {lines!r} + {buf!r}")
+                if sel.select(remaining):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        pytest.fail(f"EOF before a matching line; read {lines!r} + {buf!r}")
+                    buf += chunk
+
+    def listeners(self) -> int:
+        """Event listener sockets bound in this test's runtime dir (`taro wait`/`listen` ready)."""
+        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "runtools"
+        if not base.is_dir():
+            return 0
+        return sum(len(os.listdir(d / "l")) for d in base.iterdir() if (d / "l").is_dir())
+
     def runs(self, *, active: bool | None = None, job: str | None = None) -> list[dict[str, Any]]:
         """All runs straight from the environment's store, no lease check (fast, for polling):
         public JSON shape, newest first."""

@@ -73,7 +73,7 @@ def test_kill9_wrapper_run_stays_active_while_command_runs_then_lost(cli, wait_u
     assert [x["instance_id"] for x in ps] == [r["instance_id"]]
     assert cli.history() == []
     waiter = cli.spawn(["taro", "wait", "orphan", "--json", "--timeout", "20"])
-    wait_until(lambda: listeners(cli) >= 1, what="taro wait to listen")
+    wait_until(lambda: cli.listeners() >= 1, what="taro wait to listen")
     # second half: the command ends (its stdin pipe closes), the lease is gone -> LOST
     cli.release(p)
     wait_until(lambda: not pid_alive(child), what="the orphaned command to exit")
@@ -97,11 +97,6 @@ def test_kill9_of_wrapper_and_command_is_lost_at_once(cli):
     h = cli.history("gone")
     assert [(x["instance_id"], x["status"]) for x in h] == [(r["instance_id"], "LOST")]
     assert cli.taro("history").stdout.count("LOST") == 1
-
-
-def listeners(cli) -> int:
-    base = Path(os.environ["XDG_RUNTIME_DIR"]) / "runtools"
-    return sum(len(os.listdir(d / "l")) for d in base.iterdir() if (d / "l").is_dir()) if base.is_dir() else 0
 
 
 # -- output volume and bytes -----------------------------------------------------------------
