@@ -25,12 +25,16 @@ EXIT_WRAPPER_FAILED = 125
 class RunResult:
     """What a finished (or attached-to) run ended with."""
 
-    __slots__ = ("existing", "exit_code", "run")
+    __slots__ = ("existing", "exit_code", "run", "value")
 
     def __init__(self, run: RunRecord, exit_code: int, existing: bool = False) -> None:
         self.run = run
         self.exit_code = exit_code
         self.existing = existing  # an admission phase handed back another run instead of starting one
+        self.value = None  # what a function phase returned
+
+    def __repr__(self) -> str:
+        return f"RunResult({self.run!r}, exit_code={self.exit_code}, existing={self.existing})"
 
 
 def exit_code_for(run: RunRecord) -> int:
