@@ -14,9 +14,41 @@ from runtools.model.jsonenc import dumps
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
 
-try:  # the C module: the `sqlite3` package on top of it only adds imports we never use
-    import _sqlite3 as sqlite3
-except ImportError:  # pragma: no cover
+
+
+def _import_sqlite():  # noqa: ANN202
+    """The C module `_sqlite3`, imported without dragging in `functools` and `collections`.
+
+    `_sqlite3` imports `functools` only to take `lru_cache` for its statement cache, and
+    `functools` costs a short-lived `run job` about as much as all its own work. When nobody
+    has imported `functools` yet, a one-attribute stand-in built on the same C implementation
+    (`_functools._lru_cache_wrapper`) is offered for the duration of that one import.
+    """
+    import sys
+
+    if "_sqlite3" in sys.modules or "functools" in sys.modules:
+        import _sqlite3
+
+        return _sqlite3
+    from _functools import _lru_cache_wrapper
+
+    def lru_cache(maxsize: int = 128, typed: bool = False):  # noqa: ANN202
+        return lambda fn: _lru_cache_wrapper(fn, maxsize, typed, tuple)
+
+    stand_in = type(sys)("functools")
+    stand_in.lru_cache = lru_cache
+    sys.modules["functools"] = stand_in
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
+try:
+    sqlite3 = _import_sqlite()
+except ImportError:  # pragma: no cover - a Python without the C module
     import sqlite3  # type: ignore[no-redef]
 
 TYPE_CHECKING = False
