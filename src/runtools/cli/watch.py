@@ -12,8 +12,11 @@ from runtools.model.criteria import RunMatcher
 from runtools.model.events import Event
 
 
-def events(env: Environment, matcher: RunMatcher, timeout: float | None = None) -> Iterator[Event]:
-    """Matching events as they happen; ends when `timeout` passes."""
+def events(
+    env: Environment, matcher: RunMatcher, timeout: float | None = None, current: bool = False
+) -> Iterator[Event]:
+    """Matching events as they happen; ends when `timeout` passes. With `current`, first one
+    `current` event per matching active run (taken after subscribing: nothing falls in between)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     watched: set[str] = set()
     lock = threading.Lock()
@@ -35,6 +38,8 @@ def events(env: Environment, matcher: RunMatcher, timeout: float | None = None) 
 
         for r in env.active_runs(matcher):
             watch(r)
+            if current:
+                yield Event("current", r)
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

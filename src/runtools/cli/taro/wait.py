@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     timeout = parse_duration(args.timeout, "--timeout") if args.timeout else None
     matcher = RunMatcher.parse(patterns)
     with env_of(args) as env:
-        for ev in events(env, matcher, timeout):
+        for ev in events(env, matcher, timeout, current=state in _STATES):  # already QUEUED counts
             if reached(ev, state):
                 if args.json:
                     from runtools.cli.common import print_ndjson

@@ -1,0 +1,336 @@
+"""Starting a run: the starter forks a detached worker that decides, runs and records.
+
+    starter (orchesjob start)            worker (double-forked, new session, stdio on /dev/null)
+      fork ------------------------------> lease, admission + insert in one transaction
+      <- {"event": "created"|"existing"}   (run key claim: the existing run is handed back)
+      <- {"event": "executing"}            target launched in its own process group
+      <- {"event": "ended"}                record finalised; the worker exits
+      EOF without "ended": the worker died -> wait on the lease (the target may still run)
+
+The worker is an ordinary runtools run (JobRun), so the lease it holds is inherited by the
+target: killing the worker leaves the run active until the command itself is gone, and a
+worker killed before launching leaves no run stuck (its lease dies with it: LOST).
+No polling anywhere: the starter reads a pipe; waiting on an existing run uses events + lease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+import uuid
+from typing import Any
+
+from runtools.errors import NotFoundError, RuntoolsError, StateError
+from runtools.model.run import RunRecord
+from runtools.model.status import Status
+from runtools.orchesjob import home_dir, logs_dir, open_env
+from runtools.orchesjob.view import JOB, status_of
+
+ABORT_KEYS = ("aborted_at", "abort_reason")
+
+
+# -- the starter -------------------------------------------------------------------------------
+
+
+class Started:
+    """What a start or rerun ended up with."""
+
+    def __init__(self, run: RunRecord, existing: bool) -> None:
+        self.run = run
+        self.existing = existing
+
+    @property
+    def override_used(self) -> bool:
+        return not self.existing and bool(self.run.extra.get("strict_override_used"))
+
+
+def start(
+    command: list[str],
+    run_key: str,
+    *,
+    strict: bool = False,
+    sync: bool = False,
+    start_timeout: float = 10.0,
+    rerun_of: RunRecord | None = None,
+    reason: str | None = None,
+) -> Started:
+    """Start `command` under `run_key` (or hand back the run that holds the key)."""
+    home = home_dir()
+    job_id = str(uuid.uuid4())
+    _prepare_imports()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # first child: leave the session, fork the worker, exit
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() == 0:
+                code = _worker(w, home, job_id, command, run_key, strict, rerun_of, reason)
+                os._exit(code)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as pipe:
+        return _follow(pipe, home, sync, start_timeout)
+
+
+def _prepare_imports() -> None:
+    """Import what the worker needs before forking, so it starts working at once."""
+    import runtools.job.instance
+    import runtools.job.program
+    import runtools.job.spec  # noqa: F401
+
+
+def _follow(pipe: Any, home: str, sync: bool, start_timeout: float) -> Started:
+    run: RunRecord | None = None
+    existing = False
+    deadline: float | None = None
+    fd = pipe.fileno()
+    buf = b""
+    while True:
+        if run is not None and not sync and deadline is None:
+            deadline = time.monotonic() + max(0.0, start_timeout)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                break  # still STARTING after --start-timeout: say so
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break  # the worker closed the pipe: ended, or died
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            msg = json.loads(line)
+            ev = msg["event"]
+            if ev == "error":
+                raise _error(msg)
+            run = RunRecord.from_dict(msg["run"])
+            if ev == "existing":
+                existing = True
+                return Started(_wait_existing(home, run, sync, start_timeout), True)
+            if ev == "ended" or (ev == "executing" and not sync):
+                return Started(run, existing)
+    if run is None:
+        raise RuntoolsError("the worker process died before recording the job: see system logs")
+    env = open_env(home)
+    try:
+        if sync:
+            from runtools.job.waiting import wait_for_end
+
+            return Started(wait_for_end(env, run), existing)
+        return Started(env.get_run(run.instance_id) or run, existing)
+    finally:
+        env.close()
+
+
+def _error(msg: dict[str, Any]) -> RuntoolsError:
+    from runtools import errors
+
+    cls = {2: errors.UsageError, 3: NotFoundError, 4: StateError, 5: errors.BackendError}.get(msg["code"], RuntoolsError)
+    return cls(msg["message"])
+
+
+def _wait_existing(home: str, run: RunRecord, sync: bool, start_timeout: float) -> RunRecord:
+    """Another run holds the key: sync waits for its end; async for it to be RUNNING (or ended)."""
+    status = status_of(run)
+    if status not in ("STARTING", "RUNNING") or (status == "RUNNING" and not sync):
+        return run
+    env = open_env(home)
+    try:
+        return wait_until(env, run, None if sync else start_timeout, running=not sync)
+    finally:
+        env.close()
+
+
+def wait_until(env: Any, run: RunRecord, timeout: float | None, running: bool = False) -> RunRecord:
+    """Block until `run` ended (or, with `running`, left STARTING); on events and the lease, no polling."""
+    from runtools.job.waiting import watch_lease
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    iid = run.instance_id
+    with env.subscribe() as sub:
+        gone = watch_lease(env, run, sub)
+        while True:
+            current = env.get_run(iid) or run
+            status = status_of(current)
+            if status not in ("STARTING", "RUNNING") or (running and status == "RUNNING"):
+                return current
+            if gone.is_set() and current.active:
+                env.active_runs()  # the lease is free: this ends the run LOST
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return current
+            sub.get(remaining)
+
+
+# -- the worker --------------------------------------------------------------------------------
+
+
+def _worker(
+    w: int,
+    home: str,
+    job_id: str,
+    command: list[str],
+    run_key: str,
+    strict: bool,
+    rerun_of: RunRecord | None,
+    reason: str | None,
+) -> int:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    channel = _Channel(w)
+    try:
+        from runtools.job.instance import JobRun
+        from runtools.job.program import ProgramPhase, process_start_time
+        from runtools.job.spec import JobSpec, admission_phases
+        from runtools.model.ids import job_id_from_command
+
+        env = _WorkerEnv(open_env(home), channel)
+        logs = logs_dir(home)
+        extra: dict[str, Any] = {"strict": strict, "worker_start": process_start_time(os.getpid())}
+        if reason is not None:
+            extra["rerun_reason"] = reason
+        if rerun_of is None:
+            admission = admission_phases(JobSpec(command=command, run_key=run_key, strict=strict))
+        else:
+            admission = [*admission_phases(JobSpec(command=command)), RerunClaim(run_key, rerun_of)]
+        job = JobRun(
+            env,
+            JOB,
+            ProgramPhase(command, terminal=False, kill_after=5.0),
+            phases=[_LogFiles()],
+            admission=admission,
+            run_id=job_id,
+            tags=[job_id_from_command(command)],
+            command=command,
+            run_key=run_key,
+            extra=extra,
+            output_paths=(os.path.join(logs, f"{job_id}.stdout"), os.path.join(logs, f"{job_id}.stderr")),
+            on_created=lambda rec: channel.send("created", rec),
+        )
+        result = job.run()
+        channel.send("existing" if result.existing else "ended", result.run)
+        return 0
+    except RuntoolsError as e:
+        channel.error(e.exit_code, str(e))
+        return 1
+    except Exception as e:
+        channel.error(1, f"{type(e).__name__}: {e}")
+        return 1
+    finally:
+        channel.close()
+
+
+class _Channel:
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+        except OSError:  # the starter is gone (async start returned, or it was killed): fine
+            self.close()
+
+    def send(self, event: str, run: RunRecord) -> None:
+        self._write({"event": event, "run": run.to_dict()})
+
+    def error(self, code: int, message: str) -> None:
+        self._write({"event": "error", "code": code, "message": message})
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+class _LogFiles:
+    """Create the job's log files before the target starts, so their paths exist once it runs."""
+
+    name = "log-files"
+
+    def run(self, ctx: Any) -> None:
+        for path in (ctx.run.stdout_path, ctx.run.stderr_path):
+            if path:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+
+    def control(self, ctx: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+
+class RerunClaim:
+    """`rerun`: a new run of the key whatever strict says, refused while any run of it is active."""
+
+    name = "rerun"
+
+    def __init__(self, key: str, source: RunRecord) -> None:
+        self.key = key
+        self.source = source
+
+    def admit(self, tx: Any, run: RunRecord) -> Any:
+        from runtools.job.runkey import active_of_key, latest_of_key
+
+        active = active_of_key(tx, self.key)
+        if active is not None:
+            raise StateError(f"Cannot rerun active job: status={status_of(active)}")
+        latest = latest_of_key(tx, self.key)
+        run.attempt_no = (latest.attempt_no or 0) + 1 if latest is not None else 1
+        run.rerun_of = self.source.instance_id
+        return None
+
+
+class _WorkerEnv:
+    """The environment as the worker sees it: a write of its run keeps what `abort` marked
+    (abort writes the mark first, then signals), and "executing" is told to the starter."""
+
+    def __init__(self, env: Any, channel: _Channel) -> None:
+        self._env = env
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def transaction(self) -> Any:
+        return _MergingTransaction(self._env.transaction())
+
+    def publish(self, event: Any) -> None:
+        self._env.publish(event)
+        if event.event == "executing":
+            self._channel.send("executing", event.run)
+
+
+class _MergingTransaction:
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm
+
+    def __enter__(self) -> Any:
+        return _MergingTx(self._cm.__enter__())
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._cm.__exit__(*exc)
+
+
+class _MergingTx:
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def update(self, run: RunRecord) -> None:
+        if run.extra.get("aborted_at") is None:
+            stored = self._tx.get(run.instance_id)
+            if stored is not None and stored.extra.get("aborted_at") is not None:
+                for k in ABORT_KEYS:
+                    run.extra[k] = stored.extra.get(k)
+                run.actions.extend(a for a in stored.actions if a.get("action") == "abort" and a not in run.actions)
+        if run.extra.get("aborted_at") is not None and not run.active:
+            run.status = Status.STOPPED
+        self._tx.update(run)
