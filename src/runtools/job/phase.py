@@ -204,6 +204,8 @@ class RunContext:
                         break
         finally:
             stop_feed.set()
+            sub.wake()  # let the feed thread see stop_feed before its socket goes away
+            t.join()
             sub.close()
 
     def watch_leases(self, runs: list[RunRecord]) -> None:
