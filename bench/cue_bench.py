@@ -12,8 +12,6 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import runcue
 
@@ -102,22 +100,21 @@ async def rate_accuracy(limit: int, seconds: float) -> dict[str, float]:
     return {"starts": len(starts), "max_in_any_1s": worst, "limit": limit, "span": span, "ideal_span": ideal}
 
 
-def median_of(repeat: int, fn: Callable[..., Coroutine[Any, Any, float]], *args: int) -> float:
-    return statistics.median(asyncio.run(fn(*args)) for _ in range(repeat))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--blocked", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--rate", type=int, default=200, help="rate limit per second for the accuracy check")
     parser.add_argument("--rate-seconds", type=float, default=3.0)
     args = parser.parse_args()
 
-    base = median_of(args.repeat, floor, args.items)
-    plain = median_of(args.repeat, cue_run, args.items, 0)
-    deep = median_of(max(1, args.repeat // 2), cue_run, args.items, args.blocked)
+    runs: dict[str, list[float]] = {"floor": [], "plain": [], "deep": []}
+    for _ in range(args.repeat):  # interleaved, so a noisy moment hits all three alike
+        runs["floor"].append(asyncio.run(floor(args.items)))
+        runs["plain"].append(asyncio.run(cue_run(args.items, 0)))
+        runs["deep"].append(asyncio.run(cue_run(args.items, args.blocked)))
+    base, plain, deep = (statistics.median(runs[k]) for k in ("floor", "plain", "deep"))
     rate = asyncio.run(rate_accuracy(args.rate, args.rate_seconds))
 
     print(f"{args.items} no-op async tasks, concurrent={CONCURRENT}, median of {args.repeat} runs")

@@ -17,15 +17,25 @@ import heapq
 import inspect
 import logging
 import os
-import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from runtools.cue.models import PriorityContext, TaskType, WorkState, WorkUnit
+from runtools.cue.queues import (
+    AT_BACKOFF,
+    AT_DONE,
+    AT_INBOX,
+    AT_ORPHAN,
+    AT_QUEUED,
+    AT_RUNNING,
+    AT_WAITING,
+    Entry,
+    ServiceState,
+)
 from runtools.cue.rates import RateWindow, parse_rate
+from runtools.cue.watch import Watchdog
 
 __all__ = ["Cue"]
 
@@ -39,67 +49,8 @@ COMPLETED = WorkState.COMPLETED
 FAILED = WorkState.FAILED
 CANCELLED = WorkState.CANCELLED
 
-# Where a pending entry lives (plain ints: compared on the hot path).
-_INBOX, _QUEUED, _WAITING, _ORPHAN, _BACKOFF, _RUNNING, _DONE = range(7)
-
 _YIELD_EVERY = 500  # scheduler yields to the loop after this many queue pops in a row
 _UNLIMITED_POOL = 32  # threads for sync handlers on services without a concurrency limit
-
-
-class _Service:
-    """Limits and queues of one service."""
-
-    __slots__ = ("concurrent", "last_reprio", "name", "queue", "rate", "rate_handle", "running", "waiting")
-
-    def __init__(self, name: str | None, concurrent: int | None, rate: RateWindow | None) -> None:
-        self.name = name
-        self.concurrent = concurrent
-        self.rate = rate
-        self.running = 0
-        self.queue: list[tuple[float, int, _Entry]] = []
-        self.waiting: dict[str, _Entry] = {}
-        self.rate_handle: asyncio.TimerHandle | None = None
-        self.last_reprio = 0.0
-
-    def can_start(self, now: float) -> bool:
-        if self.concurrent is not None and self.running >= self.concurrent:
-            return False
-        return self.rate is None or self.rate.available(now)
-
-
-class _Entry:
-    """Engine-side bookkeeping of one work unit (kept off the public WorkUnit)."""
-
-    __slots__ = (
-        "finished",
-        "handle",
-        "prio",
-        "seq",
-        "started",
-        "submitted",
-        "svc",
-        "t0",
-        "task",
-        "thread_busy",
-        "tt",
-        "where",
-        "work",
-    )
-
-    def __init__(self, work: WorkUnit, seq: int, submitted: float) -> None:
-        self.work = work
-        self.seq = seq
-        self.submitted = submitted
-        self.prio = 0.0
-        self.where = _INBOX
-        self.svc: _Service | None = None
-        self.tt: TaskType | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.handle: asyncio.TimerHandle | None = None
-        self.t0 = 0.0
-        self.started = False
-        self.thread_busy = False
-        self.finished = False
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -135,15 +86,15 @@ class Cue:
         self.retry_delay = retry_delay
         self.recheck_interval = recheck_interval
 
-        self._services: dict[str, _Service] = {}
-        self._unlimited = _Service(None, None, None)
+        self._services: dict[str, ServiceState] = {}
+        self._unlimited = ServiceState(None, None, None)
         self._task_types: dict[str, TaskType] = {}
         self._task_async: dict[str, bool] = {}
-        self._entries: dict[str, _Entry] = {}
-        self._orphans: dict[str, dict[str, _Entry]] = {}
-        self._inbox: list[_Entry] = []
-        self._dirty: set[_Service] = set()
-        self._in_hand: _Entry | None = None  # popped from a heap, not yet placed
+        self._entries: dict[str, Entry] = {}
+        self._orphans: dict[str, dict[str, Entry]] = {}
+        self._inbox: list[Entry] = []
+        self._dirty: set[ServiceState] = set()
+        self._in_hand: Entry | None = None  # popped from a heap, not yet placed
         self._seq = 0
 
         self._is_ready: Callable[..., Any] | None = None
@@ -177,12 +128,7 @@ class Cue:
         self._last_recheck = float("-inf")
         self._recheck_gap = 0.005
 
-        self._warn_q: deque[tuple[float, _Entry]] = deque()
-        self._timeout_q: deque[tuple[float, _Entry]] = deque()
-        self._deadline_handle: asyncio.TimerHandle | None = None
-        self._last_progress = 0.0
-        self._stall_warned_for: float | None = None
-        self._stall_handle: asyncio.TimerHandle | None = None
+        self._watch = Watchdog(self)
 
     # ------------------------------------------------------------------ setup
 
@@ -193,7 +139,7 @@ class Cue:
             raise ValueError(f"invalid concurrent={concurrent!r} for service {name!r}: must be an int >= 1")
         svc = self._services.get(name)
         if svc is None:
-            self._services[name] = _Service(name, concurrent, window)
+            self._services[name] = ServiceState(name, concurrent, window)
         else:
             svc.concurrent = concurrent
             svc.rate = window
@@ -215,7 +161,7 @@ class Cue:
             orphans = self._orphans.pop(name, None)
             if orphans:
                 for entry in orphans.values():
-                    entry.where = _INBOX
+                    entry.where = AT_INBOX
                     self._inbox.append(entry)
                 self._kick()
             return fn
@@ -288,12 +234,10 @@ class Cue:
         self._wake = asyncio.Event()
         self._started = True
         self._accepting = True
-        self._last_progress = loop.time()
         self._sched_task = loop.create_task(self._schedule_loop(), name="runcue-scheduler")
         self._mark_all()
         self._request_recheck(0.0)
-        self._arm_deadlines()
-        self._arm_stall()
+        self._watch.start(loop.time())
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop dispatching and wait for running work; after `timeout` seconds abandon it.
@@ -309,25 +253,25 @@ class Cue:
         if sched is not None:
             sched.cancel()
             await asyncio.gather(sched, return_exceptions=True)
-        for handle in (self._recheck_handle, self._deadline_handle, self._stall_handle):
-            if handle is not None:
-                handle.cancel()
-        self._recheck_handle = self._deadline_handle = self._stall_handle = None
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
+            self._recheck_handle = None
+        self._watch.stop()
         for svc in self._all_services():
             if svc.rate_handle is not None:
                 svc.rate_handle.cancel()
                 svc.rate_handle = None
         for entry in self._entries.values():
-            if entry.where == _BACKOFF and entry.handle is not None:
+            if entry.where == AT_BACKOFF and entry.handle is not None:
                 entry.handle.cancel()
                 entry.handle = None
-                entry.where = _INBOX
+                entry.where = AT_INBOX
                 self._inbox.append(entry)
 
-        running = [e.task for e in self._entries.values() if e.where == _RUNNING and e.task is not None]
+        running = [e.task for e in self._entries.values() if e.where == AT_RUNNING and e.task is not None]
         if running:
             _, not_done = await asyncio.wait(running, timeout=timeout)
-            abandoned = [e for e in self._entries.values() if e.where == _RUNNING]
+            abandoned = [e for e in self._entries.values() if e.where == AT_RUNNING]
             exc = TimeoutError(f"cue stopped after waiting {timeout}s; work abandoned while running")
             for entry in abandoned:
                 self._end(entry, FAILED, error=exc)
@@ -396,17 +340,12 @@ class Cue:
         work = WorkUnit(wid, task, params if params is not None else {}, PENDING, time.time())
         now = loop.time()
         self._seq += 1
-        entry = _Entry(work, self._seq, now)
+        entry = Entry(work, self._seq, now)
         entries[wid] = entry
         self._became_pending(now)
         self._unfinished += 1
         self._inbox.append(entry)
-        if self.pending_warn_after is not None:
-            self._warn_q.append((now + self.pending_warn_after, entry))
-        if self.pending_timeout is not None:
-            self._timeout_q.append((now + self.pending_timeout, entry))
-        if self._deadline_handle is None and (self._warn_q or self._timeout_q):
-            self._arm_deadlines()
+        self._watch.submitted(entry, now)
         if self._wake is not None:
             self._wake.set()
         return wid
@@ -463,7 +402,7 @@ class Cue:
             if work.state is not PENDING:
                 continue
             waited = now - entry.submitted
-            if entry.where == _ORPHAN or work.task not in self._task_types:
+            if entry.where == AT_ORPHAN or work.task not in self._task_types:
                 out.append(
                     {
                         "work": work,
@@ -471,7 +410,7 @@ class Cue:
                         "details": f"no handler registered for task {work.task!r}",
                     }
                 )
-            elif entry.where == _WAITING:
+            elif entry.where == AT_WAITING:
                 out.append(
                     {
                         "work": work,
@@ -479,7 +418,7 @@ class Cue:
                         "details": f"is_ready returned False for {work.task!r} (pending {waited:.1f}s)",
                     }
                 )
-            elif entry.where in (_QUEUED, _INBOX):
+            elif entry.where in (AT_QUEUED, AT_INBOX):
                 svc = entry.svc or self._svc_for(self._task_types[work.task])
                 if svc.concurrent is not None and svc.running >= svc.concurrent:
                     out.append(
@@ -507,17 +446,17 @@ class Cue:
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
-    def _all_services(self) -> list[_Service]:
+    def _all_services(self) -> list[ServiceState]:
         return [*self._services.values(), self._unlimited]
 
-    def _svc_for(self, tt: TaskType) -> _Service:
+    def _svc_for(self, tt: TaskType) -> ServiceState:
         return self._services[tt.service] if tt.service is not None else self._unlimited
 
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
 
-    def _mark(self, svc: _Service) -> None:
+    def _mark(self, svc: ServiceState) -> None:
         self._dirty.add(svc)
         self._kick()
 
@@ -558,21 +497,21 @@ class Cue:
         try:
             await self._drain(inbox)
         except asyncio.CancelledError:  # stopped mid-way: keep what was not placed yet
-            self._inbox[:0] = [e for e in inbox if e.where == _INBOX]
+            self._inbox[:0] = [e for e in inbox if e.where == AT_INBOX]
             raise
 
-    async def _drain(self, inbox: list[_Entry]) -> None:
+    async def _drain(self, inbox: list[Entry]) -> None:
         task_types = self._task_types
         prio_cb = self._priority
         dirty = self._dirty
         push = heapq.heappush
         for entry in inbox:
             work = entry.work
-            if entry.where != _INBOX or work.state is not PENDING:
+            if entry.where != AT_INBOX or work.state is not PENDING:
                 continue
             tt = task_types.get(work.task)
             if tt is None:
-                entry.where = _ORPHAN
+                entry.where = AT_ORPHAN
                 self._orphans.setdefault(work.task, {})[work.id] = entry
                 continue
             svc = self._svc_for(tt)
@@ -580,13 +519,13 @@ class Cue:
             entry.tt = tt
             if prio_cb is not None:
                 entry.prio = await self._ask_priority(prio_cb, entry)
-                if entry.where != _INBOX or work.state is not PENDING:
+                if entry.where != AT_INBOX or work.state is not PENDING:
                     continue
-            entry.where = _QUEUED
+            entry.where = AT_QUEUED
             push(svc.queue, (-entry.prio, entry.seq, entry))
             dirty.add(svc)
 
-    async def _ask_priority(self, prio_cb: Callable[..., Any], entry: _Entry) -> float:
+    async def _ask_priority(self, prio_cb: Callable[..., Any], entry: Entry) -> float:
         ctx = PriorityContext(entry.work, self._now() - entry.submitted, self._pending)
         try:
             value = prio_cb(ctx)
@@ -597,27 +536,27 @@ class Cue:
             _log.exception("runcue priority callback failed for %s; using 0", entry.work.id)
             return 0.0
 
-    async def _reprioritize(self, svc: _Service, prio_cb: Callable[..., Any]) -> None:
+    async def _reprioritize(self, svc: ServiceState, prio_cb: Callable[..., Any]) -> None:
         """Re-ask priorities of queued work so waiting time can age it upwards."""
-        entries = [item[2] for item in svc.queue if item[2].where == _QUEUED]
+        entries = [item[2] for item in svc.queue if item[2].where == AT_QUEUED]
         for entry in entries:
             entry.prio = await self._ask_priority(prio_cb, entry)
-        svc.queue = [(-e.prio, e.seq, e) for e in entries if e.where == _QUEUED]
+        svc.queue = [(-e.prio, e.seq, e) for e in entries if e.where == AT_QUEUED]
         heapq.heapify(svc.queue)
 
-    async def _dispatch(self, svc: _Service) -> None:
+    async def _dispatch(self, svc: ServiceState) -> None:
         """Start work from this service's queue while it has capacity."""
         try:
             await self._dispatch_queue(svc)
         except asyncio.CancelledError:  # stopped while asking a callback: put the work back in line
             entry = self._in_hand
-            if entry is not None and entry.where == _QUEUED:
+            if entry is not None and entry.where == AT_QUEUED:
                 heapq.heappush(svc.queue, (-entry.prio, entry.seq, entry))
             raise
         finally:
             self._in_hand = None
 
-    async def _dispatch_queue(self, svc: _Service) -> None:
+    async def _dispatch_queue(self, svc: ServiceState) -> None:
         loop_time = self._loop.time  # type: ignore[union-attr]
         pop = heapq.heappop
         ready_cb = self._is_ready
@@ -637,13 +576,13 @@ class Cue:
                     self._arm_rate(svc, rate.next_free(now))
                     return
             entry = self._in_hand = pop(svc.queue)[2]
-            if entry.where != _QUEUED:
+            if entry.where != AT_QUEUED:
                 continue
             popped += 1
             if popped % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-                if entry.where != _QUEUED or not self._accepting:
-                    if entry.where == _QUEUED:
+                if entry.where != AT_QUEUED or not self._accepting:
+                    if entry.where == AT_QUEUED:
                         heapq.heappush(svc.queue, (-entry.prio, entry.seq, entry))
                     continue
             work = entry.work
@@ -655,10 +594,10 @@ class Cue:
                 except Exception:
                     _log.debug("runcue is_ready raised for %s; treating as not ready", work.id, exc_info=True)
                     ok = False
-                if entry.where != _QUEUED:
+                if entry.where != AT_QUEUED:
                     continue
                 if not ok:
-                    entry.where = _WAITING
+                    entry.where = AT_WAITING
                     svc.waiting[work.id] = entry
                     self._waiting_total += 1
                     continue
@@ -670,7 +609,7 @@ class Cue:
                 except Exception:
                     _log.debug("runcue is_stale raised for %s; treating as stale", work.id, exc_info=True)
                     stale = True
-                if entry.where != _QUEUED:
+                if entry.where != AT_QUEUED:
                     continue
                 if not stale:
                     self._skip(entry)
@@ -680,32 +619,32 @@ class Cue:
                 continue
             self._launch(entry, svc, loop_time())
 
-    def _launch(self, entry: _Entry, svc: _Service, now: float) -> None:
+    def _launch(self, entry: Entry, svc: ServiceState, now: float) -> None:
         svc.running += 1
         if svc.rate is not None:
             svc.rate.record(now)
         work = entry.work
         work.state = RUNNING
         work.started_at = time.time()
-        entry.where = _RUNNING
+        entry.where = AT_RUNNING
         entry.started = True
         entry.t0 = now
         self._pending -= 1
         self._running += 1
-        self._last_progress = now
+        self._watch.last_progress = now
         entry.task = self._loop.create_task(self._execute(entry, svc))  # type: ignore[union-attr]
 
-    def _skip(self, entry: _Entry) -> None:
+    def _skip(self, entry: Entry) -> None:
         self._end(entry, COMPLETED)
         self._progress()
         self._emit_then_finish(entry, self._on_skip, entry.work)
 
-    def _arm_rate(self, svc: _Service, at: float) -> None:
+    def _arm_rate(self, svc: ServiceState, at: float) -> None:
         if svc.rate_handle is None:
             # a hair late rather than early: the loop may fire timers up to its clock resolution early
             svc.rate_handle = self._loop.call_at(at + 0.0005, self._rate_open, svc)  # type: ignore[union-attr]
 
-    def _rate_open(self, svc: _Service) -> None:
+    def _rate_open(self, svc: ServiceState) -> None:
         svc.rate_handle = None
         self._mark(svc)
 
@@ -736,7 +675,7 @@ class Cue:
             if not svc.waiting or not svc.can_start(now):
                 continue
             for entry in svc.waiting.values():
-                entry.where = _QUEUED
+                entry.where = AT_QUEUED
                 push(svc.queue, (-entry.prio, entry.seq, entry))
             self._waiting_total -= len(svc.waiting)
             svc.waiting = {}
@@ -754,7 +693,7 @@ class Cue:
                 old.shutdown(wait=False)
         return self._executor
 
-    async def _run_sync(self, entry: _Entry, fn: Callable[..., Any], work: WorkUnit) -> Any:
+    async def _run_sync(self, entry: Entry, fn: Callable[..., Any], work: WorkUnit) -> Any:
         cfut = self._executor_for().submit(fn, work)
         afut = asyncio.wrap_future(cfut)
         try:
@@ -766,12 +705,12 @@ class Cue:
                 afut.add_done_callback(lambda f: self._thread_returned(entry, f))
             raise
 
-    def _thread_returned(self, entry: _Entry, fut: asyncio.Future[Any]) -> None:
+    def _thread_returned(self, entry: Entry, fut: asyncio.Future[Any]) -> None:
         _consume(fut)
         entry.thread_busy = False
         self._release(entry)
 
-    def _release(self, entry: _Entry) -> None:
+    def _release(self, entry: Entry) -> None:
         svc = entry.svc
         if svc is not None:
             svc.running -= 1
@@ -780,7 +719,7 @@ class Cue:
             if self._waiting_total:
                 self._request_recheck(0.0)
 
-    async def _execute(self, entry: _Entry, svc: _Service) -> None:
+    async def _execute(self, entry: Entry, svc: ServiceState) -> None:
         work = entry.work
         tt = entry.tt
         assert tt is not None
@@ -824,7 +763,7 @@ class Cue:
             await self._emit(self._on_complete, work, result, self._loop.time() - entry.t0)  # type: ignore[union-attr]
         self._finish(entry)
 
-    def _retry_later(self, entry: _Entry, exc: Exception) -> None:
+    def _retry_later(self, entry: Entry, exc: Exception) -> None:
         work = entry.work
         delay = min(self.retry_delay * 2 ** (work.attempt - 1), 60.0)
         self._running -= 1
@@ -833,30 +772,27 @@ class Cue:
         work.started_at = None
         work.attempt += 1
         self._became_pending(self._loop.time())  # type: ignore[union-attr]
-        entry.where = _BACKOFF
+        entry.where = AT_BACKOFF
         entry.handle = self._loop.call_later(delay, self._requeue, entry)  # type: ignore[union-attr]
 
-    def _requeue(self, entry: _Entry) -> None:
+    def _requeue(self, entry: Entry) -> None:
         entry.handle = None
-        if entry.where == _BACKOFF and entry.work.state is PENDING:
-            entry.where = _INBOX
+        if entry.where == AT_BACKOFF and entry.work.state is PENDING:
+            entry.where = AT_INBOX
             self._inbox.append(entry)
             self._kick()
 
     # ------------------------------------------------------------ accounting
 
     def _became_pending(self, now: float) -> None:
-        if self._pending == 0:
-            self._last_progress = now  # time with nothing pending is not a stall
         self._pending += 1
-        if self._stall_handle is None and self._started:
-            self._arm_stall()
+        self._watch.became_pending(self._pending == 1, now)
 
     def _progress(self) -> None:
         if self._loop is not None:
-            self._last_progress = self._loop.time()
+            self._watch.last_progress = self._loop.time()
 
-    def _end(self, entry: _Entry, state: WorkState, error: BaseException | None = None) -> None:
+    def _end(self, entry: Entry, state: WorkState, error: BaseException | None = None) -> None:
         """Move work into a final state and fix the counters (callbacks come after)."""
         work = entry.work
         if work.state is PENDING:
@@ -867,9 +803,9 @@ class Cue:
         work.completed_at = time.time()
         if error is not None:
             work.error = str(error) or type(error).__name__
-        entry.where = _DONE
+        entry.where = AT_DONE
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, entry: Entry) -> None:
         """The work and its final callback are done: count it for join()."""
         if entry.finished:
             return
@@ -881,20 +817,20 @@ class Cue:
                     fut.set_result(None)
             self._joiners.clear()
 
-    def _detach_pending(self, entry: _Entry) -> None:
+    def _detach_pending(self, entry: Entry) -> None:
         """Take pending work out of wherever it waits (heap entries are dropped lazily)."""
         where = entry.where
-        if where == _WAITING and entry.svc is not None:
+        if where == AT_WAITING and entry.svc is not None:
             if entry.svc.waiting.pop(entry.work.id, None) is not None:
                 self._waiting_total -= 1
-        elif where == _ORPHAN:
+        elif where == AT_ORPHAN:
             self._orphans.get(entry.work.task, {}).pop(entry.work.id, None)
-        elif where == _BACKOFF and entry.handle is not None:
+        elif where == AT_BACKOFF and entry.handle is not None:
             entry.handle.cancel()
             entry.handle = None
-        entry.where = _DONE
+        entry.where = AT_DONE
 
-    def _fail_pending(self, entry: _Entry, exc: BaseException) -> None:
+    def _fail_pending(self, entry: Entry, exc: BaseException) -> None:
         self._detach_pending(entry)
         self._end(entry, FAILED, error=exc)
         self._emit_then_finish(entry, self._on_failure, entry.work, exc)
@@ -911,7 +847,7 @@ class Cue:
         except Exception:
             _log.exception("runcue callback %s failed", getattr(fn, "__name__", fn))
 
-    def _emit_then_finish(self, entry: _Entry, fn: Callable[..., Any] | None, *args: Any) -> None:
+    def _emit_then_finish(self, entry: Entry, fn: Callable[..., Any] | None, *args: Any) -> None:
         """Run a callback from sync code: inline if it is sync, as a tracked task if it is async."""
         if fn is None:
             self._finish(entry)
@@ -927,7 +863,7 @@ class Cue:
         else:
             self._finish(entry)
 
-    async def _await_then_finish(self, entry: _Entry | None, aw: Awaitable[Any]) -> None:
+    async def _await_then_finish(self, entry: Entry | None, aw: Awaitable[Any]) -> None:
         try:
             await aw
         except Exception:
@@ -940,82 +876,3 @@ class Cue:
         task = self._loop.create_task(coro)  # type: ignore[union-attr]
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
-
-    # ---------------------------------------------------- timeouts & warnings
-
-    def _arm_deadlines(self) -> None:
-        if self._deadline_handle is not None or self._loop is None:
-            return
-        heads = [q[0][0] for q in (self._warn_q, self._timeout_q) if q]
-        if heads:
-            self._deadline_handle = self._loop.call_at(min(heads), self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        self._deadline_handle = None
-        now = self._loop.time()  # type: ignore[union-attr]
-        warn_q, timeout_q = self._warn_q, self._timeout_q
-        while warn_q and warn_q[0][0] <= now:
-            entry = warn_q.popleft()[1]
-            if entry.work.state is PENDING and not entry.started:
-                self._pending_warning(entry.work, now - entry.submitted)
-        while timeout_q and timeout_q[0][0] <= now:
-            entry = timeout_q.popleft()[1]
-            if entry.work.state is PENDING and not entry.started:
-                self._fail_pending(entry, TimeoutError(f"pending for more than {self.pending_timeout}s"))
-        self._arm_deadlines()
-
-    def _pending_warning(self, work: WorkUnit, seconds: float) -> None:
-        if self._on_pending_warning is None:
-            print(
-                f"runcue: warning: work {work.id} ({work.task}) pending for {seconds:.1f}s",
-                file=sys.stderr,
-            )
-            return
-        self._call_detached(self._on_pending_warning, work, seconds)
-
-    def _call_detached(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            res = fn(*args)
-        except Exception:
-            _log.exception("runcue callback %s failed", getattr(fn, "__name__", fn))
-            return
-        if inspect.isawaitable(res):
-            self._spawn(self._await_then_finish(None, res))
-
-    def _arm_stall(self) -> None:
-        warn, limit = self.stall_warn_after, self.stall_timeout
-        if self._stall_handle is not None or self._loop is None or self._pending == 0:
-            return
-        if warn is None and limit is None:
-            return
-        now = self._loop.time()
-        last = self._last_progress
-        at = float("inf")
-        if warn is not None:
-            at = last + warn if self._stall_warned_for != last else now + warn
-        if limit is not None:
-            at = min(at, last + limit)
-        self._stall_handle = self._loop.call_at(max(at, now + 0.001), self._on_stall_timer)
-
-    def _on_stall_timer(self) -> None:
-        self._stall_handle = None
-        if self._pending == 0 or not self._started:
-            return
-        now = self._loop.time()  # type: ignore[union-attr]
-        last = self._last_progress
-        idle = now - last
-        warn, limit = self.stall_warn_after, self.stall_timeout
-        if warn is not None and idle >= warn and self._stall_warned_for != last:
-            self._stall_warned_for = last
-            if self._on_stall_warning is None:
-                print(
-                    f"runcue: warning: no progress for {idle:.1f}s with {self._pending} work pending",
-                    file=sys.stderr,
-                )
-            else:
-                self._call_detached(self._on_stall_warning, idle, self._pending)
-        if limit is not None and idle >= limit:
-            exc_text = f"stalled: no progress for {idle:.1f}s (stall_timeout={limit}s)"
-            for entry in [e for e in self._entries.values() if e.work.state is PENDING]:
-                self._fail_pending(entry, TimeoutError(exc_text))
-        self._arm_stall()
