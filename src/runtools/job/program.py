@@ -153,7 +153,7 @@ class ProgramPhase(ExecutionPhase):
             for rx in self.warn_res:
                 if rx.search(line):
                     text = line[:200].decode("utf-8", "replace")
-                    ctx.add_warning(f"output matched /{rx.pattern.decode()}/: {text}")
+                    _best_effort(ctx.add_warning, f"output matched /{rx.pattern.decode()}/: {text}")
 
         endpoint = ctx.endpoint
         captures: dict[int, StreamCapture] = {}
@@ -228,11 +228,14 @@ class ProgramPhase(ExecutionPhase):
                     warn_at = None
                     from runtools.model.durations import human_duration
 
-                    ctx.add_warning(f"execution time exceeded {human_duration(self.time_warn)}")
+                    _best_effort(ctx.add_warning, f"execution time exceeded {human_duration(self.time_warn)}")
                 if progress_dirty and now - last_flush >= PROGRESS_FLUSH_S:
                     progress_dirty = False
                     last_flush = now
-                    ctx.save("progress")
+                    _best_effort(ctx.save, "progress")
+                for cap in captures.values():
+                    if cap.store_error and cap.store_error not in run.warnings:
+                        _best_effort(ctx.add_warning, cap.store_error)
             # The child is gone: take what is left in the pipes without waiting for
             # grandchildren that may still hold them open.
             for fd in captures:
@@ -271,6 +274,15 @@ class ProgramPhase(ExecutionPhase):
             return 0
         captures[fd].feed(data)
         return 1
+
+
+def _best_effort(fn, *args) -> None:  # noqa: ANN001
+    """Record something mid-run; a storage hiccup (busy, full disk) must not orphan the child.
+    The end of the run is still recorded (with retries) by the run itself."""
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -36,6 +36,7 @@ class StreamCapture:
         self.all_lines = all_lines  # every line matters (output warnings), not only `key=` ones
         self.partial = b""
         self.bytes = 0
+        self.store_error: str | None = None  # why storing stopped (e.g. a full disk); output still flows
 
     def feed(self, data: bytes) -> None:
         self.bytes += len(data)
@@ -45,7 +46,11 @@ class StreamCapture:
             except OSError:  # reader of our stdout went away: keep storing, stop forwarding
                 self.term_fd = None
         if self.file is not None:
-            self.file.write(data)
+            try:
+                self.file.write(data)
+            except OSError as e:
+                self.store_error = f"storing {self.name} failed: {e.strerror}; later output was not stored"
+                self._close_file()
         if self.on_chunk is not None:
             self.on_chunk(self.name, data)
         if self.on_line is None:
@@ -63,8 +68,14 @@ class StreamCapture:
         if self.partial and self.on_line is not None:
             self.on_line(self.name, self.partial)
             self.partial = b""
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass
             self.file = None
 
 
