@@ -49,6 +49,7 @@ class LocalTx(Tx):
             else:
                 self.update(store.mark_lost(r, now))
                 self.publish_after_commit(Event("ended", r, now))
+                self.env._remove_leftovers(r)
         return out
 
     def get(self, instance_id: str) -> RunRecord | None:
@@ -219,6 +220,14 @@ class LocalEnvironment(Environment):
         except FileNotFoundError:
             os.makedirs(os.path.join(self.dir, "leases"), mode=0o700, exist_ok=True)
             return FileLease(self._lease_path(run))
+
+    def _remove_leftovers(self, run: RunRecord) -> None:
+        """A dead run's lease file and control socket: nobody will remove them otherwise."""
+        for path in (self._lease_path(run), self._control_path(run.instance_id)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def lease_alive(self, run: RunRecord) -> bool:
         return lease_alive(self._lease_path(run))
