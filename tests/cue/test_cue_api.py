@@ -297,3 +297,36 @@ def test_join_timeout_and_join_before_start() -> None:
         await cue.stop()
 
     run(main())
+
+
+def test_list_rejects_an_unknown_state() -> None:
+    async def main() -> None:
+        cue = runcue.Cue()
+        with pytest.raises(ValueError, match="done"):
+            await cue.list(state="done")
+
+    run(main())
+
+
+def test_async_with_on_error_abandons_running_work_and_reraises() -> None:
+    async def main() -> None:
+        failures: list[BaseException] = []
+        started = asyncio.Event()
+        cue = runcue.Cue()
+
+        @cue.task("hang")
+        async def hang(work: WorkUnit) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        cue.on_failure(lambda work, error: failures.append(error))
+        with pytest.raises(KeyError):
+            async with cue:
+                wid = await cue.submit("hang")
+                await asyncio.wait_for(started.wait(), 5)
+                raise KeyError("app error")
+        work = await cue.get(wid)
+        assert work is not None and work.state is WorkState.FAILED
+        assert len(failures) == 1 and isinstance(failures[0], TimeoutError)
+
+    run(main())

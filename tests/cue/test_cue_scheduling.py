@@ -211,3 +211,64 @@ def test_work_waiting_for_a_predecessor_starts_when_it_completes() -> None:
         assert all(w.state is WorkState.COMPLETED for w in await cue.list())
 
     run(main())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    limits=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    plan=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.booleans()), min_size=1, max_size=40),
+)
+def test_any_mix_of_work_respects_limits_and_ends(limits: list[int], plan: list[tuple[int, int, bool]]) -> None:
+    """Random services, yields and failures: never above a limit, every work unit ends."""
+
+    async def main() -> None:
+        active = dict.fromkeys(range(len(limits)), 0)
+        peak = dict.fromkeys(range(len(limits)), 0)
+        async with runcue.Cue(retry_delay=0.001) as cue:
+            for i, limit in enumerate(limits):
+                cue.service(f"s{i}", concurrent=limit)
+
+                @cue.task(f"t{i}", uses=f"s{i}", retry=2)
+                async def handler(work: WorkUnit, i: int = i) -> None:
+                    active[i] += 1
+                    peak[i] = max(peak[i], active[i])
+                    try:
+                        for _ in range(work.params["yields"]):
+                            await asyncio.sleep(0)
+                        if work.params["fail"]:
+                            raise RuntimeError("planned")
+                    finally:
+                        active[i] -= 1
+
+            for svc, yields, fail in plan:
+                await cue.submit(f"t{svc % len(limits)}", params={"yields": yields, "fail": fail})
+        works = await cue.list(limit=1000)
+        assert len(works) == len(plan)
+        for work, (_, _, fail) in zip(works, plan, strict=True):
+            assert work.state is (WorkState.FAILED if fail else WorkState.COMPLETED)
+            assert work.attempt == (2 if fail else 1)
+        assert all(peak[i] <= limits[i] for i in peak)
+
+    run(main())
+
+
+def test_redefining_a_service_changes_its_limits() -> None:
+    async def main() -> int:
+        active = peak = 0
+        async with runcue.Cue() as cue:
+            cue.service("s", concurrent=1)
+            cue.service("s", concurrent=3)
+
+            @cue.task("t", uses="s")
+            async def t(work: WorkUnit) -> None:
+                nonlocal active, peak
+                active += 1
+                peak = max(peak, active)
+                await asyncio.sleep(0.001)
+                active -= 1
+
+            for _ in range(12):
+                await cue.submit("t")
+        return peak
+
+    assert run(main()) == 3
