@@ -71,6 +71,24 @@ class DgramSubscription(Subscription):
         finally:
             os.umask(old)
         self._closed = False
+        # The kernel queues only a few datagrams per socket (net.unix.max_dgram_qlen, often 10):
+        # a reader thread drains them at once, so a burst neither stalls publishers nor is dropped.
+        import threading
+        from queue import Empty, SimpleQueue
+
+        self._empty = Empty
+        self._queue: SimpleQueue[bytes] = SimpleQueue()
+        self._reader = threading.Thread(target=self._read, daemon=True, name="event-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                data = self.sock.recv(_MAX + 1024)
+            except OSError:
+                break
+            self._queue.put(data)
+        self._queue.put(b"")  # wake a get() blocked at close
 
     def get(self, timeout: float | None = None) -> Event | None:
         """Next event; None on timeout, on a wake-up, or once closed."""
@@ -78,10 +96,9 @@ class DgramSubscription(Subscription):
 
         if self._closed:
             return None
-        self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(_MAX + 1024)
-        except OSError:  # includes TimeoutError
+            data = self._queue.get(timeout=timeout)
+        except self._empty:
             return None
         if not data:
             return None  # a wake-up
@@ -92,6 +109,7 @@ class DgramSubscription(Subscription):
 
     def wake(self) -> None:
         s = socket(AF_UNIX, SOCK_DGRAM)
+        s.settimeout(1.0)
         try:
             s.sendto(b"", self.path)
         except OSError:
@@ -99,13 +117,12 @@ class DgramSubscription(Subscription):
         finally:
             s.close()
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self.wake()  # the reader returns from recv, sees _closed and ends
+        self._reader.join(1.0)
         try:
             os.unlink(self.path)
         except OSError:

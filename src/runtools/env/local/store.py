@@ -191,8 +191,10 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
         params.extend(ps)
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     if q.last_per_job:
-        sql = f"SELECT data FROM runs WHERE seq IN (SELECT max(seq) FROM runs{cond} GROUP BY job_id)"
-        sql += f" ORDER BY created_at {'ASC' if q.ascending else 'DESC'}"
+        # latest by creation time (runs may be inserted out of creation order); SQLite takes the
+        # bare `data` column from the row holding max(created_at)
+        sql = f"SELECT data FROM (SELECT data, max(created_at) AS c FROM runs{cond} GROUP BY job_id)"
+        sql += f" ORDER BY c {'ASC' if q.ascending else 'DESC'}"
     elif q.active is True:
         sql = f"SELECT data FROM runs{cond} ORDER BY seq {'ASC' if q.ascending else 'DESC'}"
     else:
