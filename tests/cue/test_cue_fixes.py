@@ -442,3 +442,38 @@ def test_importing_runcue_stays_light() -> None:
     code = "import sys, runcue; print('rich' in sys.modules, 'concurrent.futures' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.split()[0] == "False"  # the live view's rich is imported only by runcue-sim
+
+
+def test_cancelling_work_before_its_handler_got_going_frees_the_slot() -> None:
+    async def main() -> None:
+        ids: dict[str, str] = {}
+        both = asyncio.Event()
+        arrived = 0
+        async with runcue.Cue() as cue:
+            cue.service("two", concurrent=2)
+
+            @cue.task("a", uses="two")
+            async def a(work: WorkUnit) -> str:
+                return "a"
+
+            @cue.task("pair", uses="two")
+            async def pair(work: WorkUnit) -> None:
+                nonlocal arrived
+                arrived += 1
+                if arrived == 2:
+                    both.set()
+                await asyncio.wait_for(both.wait(), 5)  # needs both slots at once
+
+            @cue.is_stale
+            async def is_stale(work: WorkUnit) -> bool:
+                if work.params.get("cancel_a"):  # same dispatch pass that just launched "a"
+                    assert await cue.cancel(ids["a"])
+                return True
+
+            ids["a"] = await cue.submit("a")
+            ids["b"] = await cue.submit("pair", params={"cancel_a": True})
+            ids["c"] = await cue.submit("pair")
+        states = {k: (await cue.get(v)).state for k, v in ids.items()}  # type: ignore[union-attr]
+        assert states == {"a": WorkState.CANCELLED, "b": WorkState.COMPLETED, "c": WorkState.COMPLETED}
+
+    run(main())

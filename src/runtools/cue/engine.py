@@ -275,8 +275,7 @@ class Cue:
             exc = TimeoutError(f"cue stopped after waiting {timeout}s; work abandoned while running")
             for entry in abandoned:
                 self._end(entry, FAILED, error=exc)
-                if entry.task is not None:
-                    entry.task.cancel()
+                self._cancel_task(entry)
             if not_done:
                 await asyncio.wait(not_done, timeout=1.0)
             for entry in abandoned:
@@ -387,11 +386,18 @@ class Cue:
             return True
         if state is RUNNING:
             self._end(entry, CANCELLED)
-            if entry.task is not None:
-                entry.task.cancel()
+            self._cancel_task(entry)
             self._finish(entry)
             return True
         return False
+
+    def _cancel_task(self, entry: Entry) -> None:
+        """Cancel a launched handler task; one cancelled before its first step never runs to release."""
+        if entry.task is not None:
+            entry.task.cancel()
+            if not entry.entered:
+                entry.entered = True
+                self._release(entry)
 
     def debug_blocked(self) -> list[dict[str, Any]]:
         """Why pending work is not running: `not_ready`, `service_full`, `rate_limited`, `unknown_task`."""
@@ -720,6 +726,7 @@ class Cue:
                 self._request_recheck(0.0)
 
     async def _execute(self, entry: Entry, svc: ServiceState) -> None:
+        entry.entered = True
         work = entry.work
         tt = entry.tt
         assert tt is not None

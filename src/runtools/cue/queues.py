@@ -42,6 +42,7 @@ class Entry:
     """Engine-side bookkeeping of one work unit (kept off the public WorkUnit)."""
 
     __slots__ = (
+        "entered",
         "finished",
         "handle",
         "prio",
@@ -70,4 +71,5 @@ class Entry:
         self.t0 = 0.0
         self.started = False
         self.thread_busy = False
+        self.entered = False  # the handler task has begun running (and will release its slot)
         self.finished = False
