@@ -82,6 +82,8 @@ class Simulation:
         self.per_task: dict[str, Counter[str]] = {}
         self.recent: deque[str] = deque(maxlen=8)
         self.started_at = 0.0
+        self.duration = 0.0
+        self.timed_out = False
         self.live: Any = None
         self.latency_s = cfg.latency / 1000.0
         warn = max(0.25, self.latency_s * 10)
@@ -270,10 +272,10 @@ class Simulation:
             if refresher is not None:
                 refresher.cancel()
             await self.cue.stop(timeout=0.2)
-        duration = loop.time() - self.started_at
+        self.duration = loop.time() - self.started_at
+        self.timed_out = timed_out
         if self.live is not None:
-            self.live.update(self.render(duration), refresh=True)
-        self._summary(duration, timed_out)
+            self.live.update(self.render(self.duration), refresh=True)
         return 1 if timed_out else 0
 
     async def _refresh(self) -> None:
@@ -305,10 +307,15 @@ class Simulation:
                 str(counter["failed"]),
             )
         rate = done / elapsed if elapsed > 0 else 0.0
-        table.caption = f"submitted {self.counts['submitted']} · ended {done} · {rate:.1f} work/s"
+        services = " · ".join(
+            f"{name} {svc.running}/{svc.concurrent or '∞'}" for name, svc in self.cue._services.items()
+        )
+        table.caption = f"submitted {self.counts['submitted']} · ended {done} · {rate:.1f} work/s\n{services}"
         return table
 
-    def _summary(self, duration: float, timed_out: bool) -> None:
+    def summary(self) -> None:
+        """Print the closing summary (after the live view has ended)."""
+        duration, timed_out = self.duration, self.timed_out
         c = self.counts
         unfinished = sum(
             1 for e in self.cue._entries.values() if e.work.state in (WorkState.PENDING, WorkState.RUNNING)
@@ -375,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
 
             with Live(sim.render(0.0), auto_refresh=False, transient=False) as live:
                 sim.live = live
-                return asyncio.run(sim.run())
-        return asyncio.run(sim.run())
+                code = asyncio.run(sim.run())
+            sim.live = None
+        else:
+            code = asyncio.run(sim.run())
+        sim.summary()
+        return code
     except KeyboardInterrupt:
         print("runcue-sim: interrupted", file=sys.stderr)
         return 130
