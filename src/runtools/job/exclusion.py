@@ -2,14 +2,14 @@
 
 Queue: on entering, a run takes a FIFO ticket (a per-group counter in the environment's
 settings) in the same transaction that records it QUEUED. It takes an execution slot, again in
-one transaction that marks `coord.slot`, when the runs holding slots plus the runs queued ahead
-of it are fewer than N. A slot is held until the run ends; a dead run (lease gone) is ended
-LOST by whichever transaction notices, which frees its slot.
+one transaction that marks `coord.slot`, when fewer than N runs hold slots and no run is queued
+ahead of it: slots go out strictly in ticket (arrival) order. A slot is held until the run
+ends; a dead run (lease gone) is ended LOST by whichever transaction notices, which frees it.
 
 Waking, without a thundering herd: a queued run re-decides only when it can have become
 eligible. From its last decision it knows which runs are ahead of it and how many of them must
-end; its event filter counts their `ended` events and wakes it when enough have ended (or when
-it became first in line, to start watching the slot holders' leases). Crashed runs are noticed
+end; its event filter counts their `ended` events and wakes it when enough have ended, or when
+nobody is queued ahead any more (which also makes it watch the slot holders' leases). Crashed runs are noticed
 through leases: the first queued run watches the holders', every other queued run watches the
 lease of the run just ahead of it, so every death is noticed by someone and published as an
 `ended` (LOST) event, which the others count like any other end.
@@ -120,7 +120,7 @@ class ExecutionQueue(Phase):
         ahead = [r for r in waiting if _ticket(r) < ticket]
         behind = [r for r in waiting if _ticket(r) > ticket]
         run.stage = Stage.RUNNING
-        if len(holders) + len(ahead) < self.limit:
+        if not ahead and len(holders) < self.limit:  # strictly FIFO: nobody queued ahead
             run.coord["slot"] = True
             run.coord["slot_at"] = time.time()
             if run.state is State.QUEUED:
