@@ -113,7 +113,7 @@ def _who(verb: str) -> str:
 
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+    except Exception:
         user = str(os.getuid())
     return f"{user} (orchesjob {verb}, pid {os.getpid()})"
 
@@ -137,7 +137,7 @@ def _start(a: argparse.Namespace) -> int:
 
 
 def _rerun(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
     from runtools.orchesjob.view import start_response
     from runtools.orchesjob.worker import start
 
@@ -152,7 +152,7 @@ def _rerun(a: argparse.Namespace) -> int:
 
 
 def _status(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
         _print(ops.status(env, a.run_key, a.job_id, a.running, a.all))
@@ -160,7 +160,7 @@ def _status(a: argparse.Namespace) -> int:
 
 
 def _logs(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
         rec, path = ops.log_path(env, a.run_key, a.job_id, a.stream)
@@ -169,7 +169,7 @@ def _logs(a: argparse.Namespace) -> int:
 
 
 def _abort(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
         _print(ops.abort(env, a.run_key, a.job_id, a.reason, a.grace_seconds, _who("abort")))
@@ -177,7 +177,7 @@ def _abort(a: argparse.Namespace) -> int:
 
 
 def _unlock(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
 
     ops.parse_ttl(a.ttl)  # bad input fails before touching the state directory
     with open_env() as env:
@@ -186,7 +186,7 @@ def _unlock(a: argparse.Namespace) -> int:
 
 
 def _clean(a: argparse.Namespace) -> int:
-    from runtools.orchesjob import ops, open_env
+    from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
         _print(ops.clean(env, a.before, a.after, a.all, a.job_id, a.run_key, a.dry_run))

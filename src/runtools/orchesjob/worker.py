@@ -129,8 +129,8 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float) -> Started:
 def _error(msg: dict[str, Any]) -> RuntoolsError:
     from runtools import errors
 
-    cls = {2: errors.UsageError, 3: NotFoundError, 4: StateError, 5: errors.BackendError}.get(msg["code"], RuntoolsError)
-    return cls(msg["message"])
+    by_code = {2: errors.UsageError, 3: NotFoundError, 4: StateError, 5: errors.BackendError}
+    return by_code.get(msg["code"], RuntoolsError)(msg["message"])
 
 
 def _wait_existing(home: str, run: RunRecord, sync: bool, start_timeout: float) -> RunRecord:
