@@ -22,10 +22,10 @@ def last_lines(path: str, n: int, end: int | None = None, block: int = 65536) ->
             data = os.pread(fd, step, pos) + data
     finally:
         os.close(fd)
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    if not data and pos == 0:
+    if not data:
         return []
+    if data.endswith(b"\n"):
+        data = data[:-1]  # a file holding just "\n" has one (empty) line
     return data.split(b"\n")[-n:]
 
 
