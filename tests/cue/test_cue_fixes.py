@@ -477,3 +477,31 @@ def test_cancelling_work_before_its_handler_got_going_frees_the_slot() -> None:
         assert states == {"a": WorkState.CANCELLED, "b": WorkState.COMPLETED, "c": WorkState.COMPLETED}
 
     run(main())
+
+
+def test_finished_work_is_forgotten_beyond_keep_finished() -> None:
+    """A long-running cue must not keep every work unit it ever ran."""
+    import asyncio
+
+    import runcue
+
+    async def main() -> tuple[int, object, object]:
+        cue = runcue.Cue(keep_finished=10)
+
+        @cue.task("noop")
+        async def noop(work):
+            return work.params["i"]
+
+        cue.start()
+        ids = [await cue.submit("noop", params={"i": i}) for i in range(50)]
+        await cue.join()
+        known = len(await cue.list(limit=1000))
+        oldest = await cue.get(ids[0])
+        newest = await cue.get(ids[-1])
+        await cue.stop()
+        return known, oldest, newest
+
+    known, oldest, newest = asyncio.run(main())
+    assert known == 10
+    assert oldest is None
+    assert newest is not None and newest.result == 49

@@ -18,6 +18,7 @@ import inspect
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -67,6 +68,8 @@ class Cue:
     time without a dispatch, completion or skip while work is pending.
     `retry_delay` is the first backoff of a retrying task (doubled per attempt)
     and `recheck_interval` how often not-ready work is asked again.
+    `keep_finished` bounds how many ended work units stay known to `get`/`list`
+    (oldest forgotten first), so a cue that runs for days does not grow without end.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Cue:
         stall_timeout: float | None = None,
         retry_delay: float = 0.1,
         recheck_interval: float = 0.05,
+        keep_finished: int = 100_000,
     ) -> None:
         self.pending_warn_after = pending_warn_after
         self.pending_timeout = pending_timeout
@@ -85,6 +89,10 @@ class Cue:
         self.stall_timeout = stall_timeout
         self.retry_delay = retry_delay
         self.recheck_interval = recheck_interval
+        if keep_finished < 0:
+            raise ValueError(f"keep_finished must be >= 0, not {keep_finished!r}")
+        self.keep_finished = keep_finished
+        self._finished_ids: deque[str] = deque()
 
         self._services: dict[str, ServiceState] = {}
         self._unlimited = ServiceState(None, None, None)
@@ -818,6 +826,10 @@ class Cue:
             return
         entry.finished = True
         self._unfinished -= 1
+        done = self._finished_ids
+        done.append(entry.work.id)
+        while len(done) > self.keep_finished:
+            self._entries.pop(done.popleft(), None)
         if self._unfinished == 0 and self._joiners:
             for fut in self._joiners:
                 if not fut.done():
