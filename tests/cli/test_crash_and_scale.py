@@ -205,3 +205,24 @@ def test_wrapper_keeps_storing_when_its_stdout_reader_goes_away(cli):
     r = cli.history("pipe")[0]
     assert r["status"] == "COMPLETED"
     assert Path(r["stdout_path"]).read_text().count("\n") == 2000
+
+
+def test_listen_sees_every_end_of_a_burst(cli, wait_until):
+    """A burst of runs must not overflow a listener (the kernel queues ~10 datagrams per socket)."""
+    import json
+
+    lst = cli.spawn(["taro", "listen", "--json", "flood*"])
+    wait_until(lambda: cli.listeners() >= 1, what="taro listen to listen")
+    procs = [cli.spawn_run("--id", f"flood{i}", "--", "true") for i in range(30)]
+    for p in procs:
+        assert p.wait(60) == 0
+    ended: set[str] = set()
+
+    def count(line: bytes) -> bool:
+        ev = json.loads(line)
+        if ev["event"] == "ended":
+            ended.add(ev["job_id"])
+        return len(ended) == 30
+
+    cli.read_lines(lst, count, timeout=20)
+    assert ended == {f"flood{i}" for i in range(30)}
