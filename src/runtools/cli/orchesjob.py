@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, NoReturn
+
+TYPE_CHECKING = False  # keep `typing` off the hot path
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 PROG = "orchesjob"
 VERSION = "1.1.0 (runtools)"

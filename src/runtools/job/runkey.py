@@ -12,13 +12,15 @@ expiring). Runs of a key carry `attempt_no` (1, 2, ...) and `rerun_of` (the prev
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from runtools.env.base import RunQuery
 from runtools.errors import NotFoundError, StateError
 from runtools.job.phase import AdmissionPhase, Admit
 
+TYPE_CHECKING = False  # keep `typing` off the hot path
 if TYPE_CHECKING:
+    from typing import Any
+
     from runtools.env.base import Tx
     from runtools.model.run import RunRecord
 

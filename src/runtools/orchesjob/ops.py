@@ -8,12 +8,15 @@ import re
 import select
 import signal
 import time
-from typing import Any
 
 from runtools.env.base import RunQuery
 from runtools.errors import NotFoundError, StateError, UsageError
 from runtools.model.run import RunRecord
 from runtools.orchesjob.view import ACTIVE, JOB, format_job, format_override, iso, secs, status_of
+
+TYPE_CHECKING = False  # keep `typing` off the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 WORKER_RECORD_S = 1.0  # after KILLing the target, how long the worker gets to record the end
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")

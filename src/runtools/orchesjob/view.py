@@ -9,10 +9,13 @@ orchesjob's own fields (strict, rerun_reason, abort_reason, aborted_at) live in 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
+
+TYPE_CHECKING = False  # keep `typing` off the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 JOB = "orchesjob"  # the job id of runs started by orchesjob; the run id is the orchesjob job_id (a UUID)
 ACTIVE = ("STARTING", "RUNNING")

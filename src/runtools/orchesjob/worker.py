@@ -20,13 +20,16 @@ import os
 import select
 import time
 import uuid
-from typing import Any
 
 from runtools.errors import NotFoundError, RuntoolsError, StateError
 from runtools.model.run import RunRecord
 from runtools.model.status import Status
 from runtools.orchesjob import home_dir, logs_dir, open_env
 from runtools.orchesjob.view import JOB, status_of
+
+TYPE_CHECKING = False  # keep `typing` off the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 ABORT_KEYS = ("aborted_at", "abort_reason")
 
@@ -58,6 +61,10 @@ def start(
 ) -> Started:
     """Start `command` under `run_key` (or hand back the run that holds the key)."""
     home = home_dir()
+    if rerun_of is None:
+        held = _holder(home, run_key, strict)
+        if held is not None:  # no need for a worker: the key is taken, as of this read
+            return Started(_wait_existing(home, held, sync, start_timeout), True)
     job_id = str(uuid.uuid4())
     _prepare_imports()
     r, w = os.pipe()
@@ -75,6 +82,29 @@ def start(
     os.waitpid(pid, 0)
     with os.fdopen(r, "rb") as pipe:
         return _follow(pipe, home, sync, start_timeout)
+
+
+def _holder(home: str, run_key: str, strict: bool) -> RunRecord | None:
+    """The run that would be handed back right now, read without a worker (the common case of
+    a retried start). Only a positive answer is used; the worker decides everything else."""
+    env = open_env(home)
+    try:
+        for r in env.active_runs():  # leases checked
+            if r.run_key == run_key:
+                return r
+        if strict:
+            from runtools.env.base import RunQuery
+
+            latest = env.find_runs(RunQuery(run_key=run_key, limit=1))
+            if latest and not latest[0].active:
+                from runtools.job.runkey import valid_override
+
+                with env.transaction() as tx:
+                    if valid_override(tx, run_key) is None:
+                        return latest[0]
+        return None
+    finally:
+        env.close()
 
 
 def _prepare_imports() -> None:
