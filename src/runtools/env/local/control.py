@@ -51,6 +51,7 @@ class ControlServer(ControlEndpoint):
         self.offsets = offsets  # bytes stored per stream, kept current by `output`
         self._followers: list[socket] = []
         self._lock = _thread.allocate_lock()
+        self._inflight: set = set()  # one held lock per request being answered
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -74,6 +75,18 @@ class ControlServer(ControlEndpoint):
             _thread.start_new_thread(self._handle, (socket(AF_UNIX, SOCK_STREAM, 0, fd),))
 
     def _handle(self, conn: socket) -> None:
+        done = _thread.allocate_lock()
+        done.acquire()
+        with self._lock:
+            self._inflight.add(done)
+        try:
+            self._answer(conn)
+        finally:
+            with self._lock:
+                self._inflight.discard(done)
+            done.release()
+
+    def _answer(self, conn: socket) -> None:
         import json
 
         try:
@@ -116,6 +129,11 @@ class ControlServer(ControlEndpoint):
         except OSError:
             pass
         self.sock.close()
+        with self._lock:
+            inflight = list(self._inflight)
+        for done in inflight:  # a request that ended the run (stop) still gets its answer
+            if done.acquire(timeout=1.0):
+                done.release()
         with self._lock:
             for c in self._followers:
                 try:
