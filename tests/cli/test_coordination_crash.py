@@ -119,3 +119,24 @@ def test_killed_mutex_holder_never_lets_two_copies_execute(cli, wait_until):
     assert cli.run("-x", "--id", "single", "--", "true").returncode == 0
     statuses = sorted(r["status"] for r in cli.history("single"))
     assert statuses == ["COMPLETED", "LOST", "OVERLAP"]
+
+
+def test_killed_runs_anywhere_in_a_long_line_do_not_stall_it(cli, wait_until):
+    # Runs far back in line wait without listening to events (docs/coordination.md): a death
+    # there must be noticed through the lease of the run behind it, and the line must flow on.
+    holder = cli.spawn_gated("line", "--serial")
+    cli.wait_state("line", "EXECUTING")
+    procs = []
+    for i in range(8):
+        procs.append(cli.spawn_run("--id", "line", "--serial", "--tag", f"t{i}", "--", "true"))
+        wait_until(lambda n=i + 1: sum(r["state"] == "QUEUED" for r in cli.ps("line")) == n)
+    kill9(procs[1])
+    kill9(procs[6])
+    cli.release(holder)
+    for i, p in enumerate(procs):
+        if i not in (1, 6):
+            assert p.wait(15) == 0
+    runs = sorted(stored("line"), key=lambda r: r.coord["ticket"])
+    assert [r.status for r in runs] == ["COMPLETED"] * 2 + ["LOST"] + ["COMPLETED"] * 4 + ["LOST", "COMPLETED"]
+    done = [r for r in runs if r.status == "COMPLETED"]
+    assert sorted(done, key=lambda r: r.started_at) == done  # still in arrival order

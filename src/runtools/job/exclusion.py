@@ -9,10 +9,13 @@ ends; a dead run (lease gone) is ended LOST by whichever transaction notices, wh
 Waking, without a thundering herd: a queued run re-decides only when it can have become
 eligible. From its last decision it knows which runs are ahead of it and how many of them must
 end; its event filter counts their `ended` events and wakes it when enough have ended, or when
-nobody is queued ahead any more (which also makes it watch the slot holders' leases). Crashed runs are noticed
-through leases: the first queued run watches the holders', every other queued run watches the
-lease of the run just ahead of it, so every death is noticed by someone and published as an
-`ended` (LOST) event, which the others count like any other end.
+nobody is queued ahead any more (which also makes it watch the slot holders' leases). Only the
+front of the line (N + 2 runs) listens to events at all: a run further back waits without a
+subscription (its record says `listening: false`) and is poked through its control endpoint by
+the decision that brings it near the front. Crashed runs are noticed through leases: the first
+queued run watches the holders', every other queued run the run just ahead of it, so every
+death is noticed by someone and published as an `ended` (LOST) event, which the others count
+like any other end (and a re-decision pokes whoever came near the front).
 
 Mutual exclusion: at the moment of executing, one transaction checks whether any other active
 run holds the group (`coord.mutex`, or is a run of the job named like the group that is
@@ -82,10 +85,12 @@ class ExecutionQueue(Phase):
             raise UsageError("--max-concurrent must be at least 1")
         self.group = group
         self.limit = int(max_concurrent)
+        self.window = self.limit + 2  # this many at the front of the line listen to events
         self.coord: dict[str, Any] = {"queue_group": group, "max_concurrent": self.limit}
         self._lock = threading.Lock()
         self._view: _View | None = None
         self._log: list[tuple[str, bool, bool]] = []  # group events seen while deciding
+        self._position = 0
 
     def run(self, ctx: RunContext) -> None:
         def on_event(ev: Event) -> bool:
@@ -99,9 +104,24 @@ class ExecutionQueue(Phase):
                     return False
                 return self._view.apply(*item)
 
-        ctx.wait_for(lambda tx: self._decide(tx, ctx), watch=on_event)
+        while True:
+            with ctx.env.transaction() as tx:
+                if self._decide(tx, ctx, listening=False):
+                    return
+            if self._position < self.window:
+                ctx.wait_for(lambda tx: self._decide(tx, ctx, listening=True), watch=on_event)
+                return
+            # Far back in line: no event subscription (every event would cost every queued run a
+            # wake-up). Woken by the run ahead dying, or by a poke once the line brings it near.
+            ctx.wait_woken()
 
-    def _decide(self, tx: Tx, ctx: RunContext) -> bool | None:
+    def control(self, ctx: RunContext, request: dict[str, Any]) -> dict[str, Any] | None:
+        if request.get("op") == "queue-wake" and request.get("group") == self.group:
+            ctx.wake("queue")
+            return {"ok": True}
+        return None
+
+    def _decide(self, tx: Tx, ctx: RunContext, listening: bool) -> bool | None:
         with self._lock:
             self._view, self._log = None, []
         run = ctx.run
@@ -123,22 +143,29 @@ class ExecutionQueue(Phase):
         if not ahead and len(holders) < self.limit:  # strictly FIFO: nobody queued ahead
             run.coord["slot"] = True
             run.coord["slot_at"] = time.time()
+            run.coord.pop("listening", None)
             if run.state is State.QUEUED:
                 run.detail = f"QUEUED: took a slot in group {self.group}"
             tx.update(run)
-            self._renumber(tx, ahead + behind, run)
+            self._renumber(tx, behind, run)
+            self._poke(ctx, behind)
             return True
 
         was_queued = run.state is State.QUEUED
         run.state = State.QUEUED
+        run.coord["listening"] = listening
         line = [*ahead, run, *behind]
+        self._position = len(ahead)
         self._renumber(tx, line, run)
         tx.update(run)
         if not was_queued:
             detail = {"group": self.group, "position": len(ahead) + 1, "of": len(line), "max_concurrent": self.limit}
             tx.publish_after_commit(Event("queued", run.copy(), detail=detail))
+        self._poke(ctx, line)
         # Leases to watch: the first in line watches the slot holders, the others the run just ahead.
         ctx.watch_leases([ahead[-1]] if ahead else holders)
+        if not listening:
+            return None
         needed = len(holders) + len(ahead) - self.limit + 1
         with self._lock:
             view = self._view = _View({r.instance_id for r in ahead}, {r.instance_id for r in holders}, needed)
@@ -149,6 +176,25 @@ class ExecutionQueue(Phase):
         if wake:
             ctx.wake("queue")
         return None
+
+    def _poke(self, ctx: RunContext, line: list[RunRecord]) -> None:
+        """Wake queued runs that came near the front while not listening to events. Sent from a
+        thread: the poked run re-decides in its own transaction, after ours commits."""
+        me = ctx.run.instance_id
+        sleepers = [r.instance_id for r in line[: self.window] if r.instance_id != me
+                    and r.coord.get("listening") is False]
+        if not sleepers:
+            return
+        env, request = ctx.env, {"op": "queue-wake", "group": self.group}
+
+        def send() -> None:
+            for iid in sleepers:
+                try:
+                    env.control(iid, request, timeout=2.0)
+                except Exception:  # gone meanwhile; its successor notices through its lease
+                    pass
+
+        threading.Thread(target=send, daemon=True, name="queue-poke").start()
 
     def _renumber(self, tx: Tx, line: list[RunRecord], me: RunRecord) -> None:
         """Keep `QUEUED 3rd of 5 in group G` true for everyone in line (shown by `taro ps`)."""

@@ -208,6 +208,22 @@ class RunContext:
             t.join()
             sub.close()
 
+    def wait_woken(self, timeout: float | None = None) -> bool:
+        """Block until `wake()`, the death of a run named via `watch_leases`, or a stop request
+        (raises PhaseEnd); False when `timeout` passed. For phases that wait without events."""
+        self._check_stop()
+        try:
+            self._wakeups.get(timeout=timeout)
+        except Empty:
+            return False
+        while True:  # drain a burst into one wake-up
+            try:
+                self._wakeups.get_nowait()
+            except Empty:
+                break
+        self._check_stop()
+        return True
+
     def watch_leases(self, runs: list[RunRecord]) -> None:
         """Wake the current `wait_for` when any of these runs' processes die."""
         import threading
