@@ -48,8 +48,23 @@ def ensure_peer(venv: Path) -> Path | None:
     return exe if exe.exists() else None
 
 
-def run(exe: Path, home: Path, *args: str) -> float:
+def tool_env(home: Path) -> dict[str, str]:
     env = {**os.environ, "ORCHESJOB_HOME": str(home)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # both tools run from compiled bytecode, as installed
+    return env
+
+
+def compile_ours() -> None:
+    import compileall
+
+    import runtools
+
+    compileall.compile_dir(os.path.dirname(runtools.__file__), quiet=1)
+    compileall.compile_dir(os.path.dirname(os.path.dirname(runtools.__file__)) + "/orchesjob", quiet=1)
+
+
+def run(exe: Path, home: Path, *args: str) -> float:
+    env = tool_env(home)
     t0 = time.perf_counter()
     p = subprocess.run([str(exe), *args], env=env, capture_output=True, timeout=600)
     dt = time.perf_counter() - t0
@@ -121,7 +136,7 @@ def bench_status(exe: Path, home: Path, repeat: int, peer: bool, rows: int) -> f
 
 
 def bench_race(exe: Path, home: Path, repeat: int) -> float:
-    env = {**os.environ, "ORCHESJOB_HOME": str(home)}
+    env = tool_env(home)
     run(exe, home, "status", "--running")
     times = []
     for r in range(repeat):
@@ -157,6 +172,7 @@ def main() -> None:
     ap.add_argument("--peer-venv", default="/tmp/ojvenv")
     a = ap.parse_args()
     peer = ensure_peer(Path(a.peer_venv))
+    compile_ours()
     scenarios = [
         ("start --sync -- true", lambda exe, home, p: bench_start_sync(exe, home, a.repeat)),
         ("status --run-key, 10k rows", lambda exe, home, p: bench_status(exe, home, a.repeat, p, 10_000)),

@@ -61,9 +61,14 @@ def start(
 ) -> Started:
     """Start `command` under `run_key` (or hand back the run that holds the key)."""
     home = home_dir()
+    gate = None
     if rerun_of is None:
         held = _holder(home, run_key, strict)
+        if held is None:
+            gate, waited = _enter_gate(home, run_key)
+            held = _holder(home, run_key, strict) if waited else None
         if held is not None:  # no need for a worker: the key is taken, as of this read
+            _leave_gate(gate)
             return Started(_wait_existing(home, held, sync, start_timeout), True)
     job_id = str(uuid.uuid4())
     _prepare_imports()
@@ -72,6 +77,8 @@ def start(
     if pid == 0:  # first child: leave the session, fork the worker, exit
         try:
             os.close(r)
+            if gate is not None:
+                os.close(gate)  # the gate is the starter's to leave, not the worker's
             os.setsid()
             if os.fork() == 0:
                 code = _worker(w, home, job_id, command, run_key, strict, rerun_of, reason)
@@ -80,8 +87,51 @@ def start(
             os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
-    with os.fdopen(r, "rb") as pipe:
-        return _follow(pipe, home, sync, start_timeout)
+    opened = [gate]
+
+    def leave() -> None:
+        _leave_gate(opened[0])
+        opened[0] = None
+
+    try:
+        with os.fdopen(r, "rb") as pipe:
+            return _follow(pipe, home, sync, start_timeout, leave)
+    finally:
+        leave()
+
+
+GATES = 256  # starts of one key queue at one of these flocks, so a burst forks one worker, not 32
+
+
+def _enter_gate(home: str, run_key: str) -> tuple[int | None, bool]:
+    """Queue behind other starts of (a key hashing like) `run_key` until the one ahead has its
+    answer from its worker; the kernel wakes us, no polling. Returns (fd, whether we waited).
+    Only an optimisation: the run-key claim in the worker's transaction decides."""
+    import fcntl
+    import zlib
+
+    d = os.path.join(home, "gates")
+    try:
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(d, str(zlib.crc32(run_key.encode()) % GATES)),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, False
+    except BlockingIOError:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd, True
+
+
+def _leave_gate(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _holder(home: str, run_key: str, strict: bool) -> RunRecord | None:
@@ -114,7 +164,7 @@ def _prepare_imports() -> None:
     import runtools.job.spec  # noqa: F401
 
 
-def _follow(pipe: Any, home: str, sync: bool, start_timeout: float) -> Started:
+def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any = None) -> Started:
     run: RunRecord | None = None
     existing = False
     deadline: float | None = None
@@ -135,6 +185,9 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float) -> Started:
             line, buf = buf.split(b"\n", 1)
             msg = json.loads(line)
             ev = msg["event"]
+            if decided is not None:  # the worker's transaction is over: let the next start in
+                decided()
+                decided = None
             if ev == "error":
                 raise _error(msg)
             run = RunRecord.from_dict(msg["run"])
@@ -143,6 +196,8 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float) -> Started:
                 return Started(_wait_existing(home, run, sync, start_timeout), True)
             if ev == "ended" or (ev == "executing" and not sync):
                 return Started(run, existing)
+    if decided is not None:
+        decided()
     if run is None:
         raise RuntoolsError("the worker process died before recording the job: see system logs")
     env = open_env(home)
