@@ -10,6 +10,7 @@ arrives before the run reached its gate is kept and honoured on arrival: no lost
 from __future__ import annotations
 
 import threading
+import time
 
 from runtools.job.phase import Phase, PhaseEnd, RunContext
 from runtools.model.events import Event
@@ -69,7 +70,19 @@ class Gate(Phase):
 
     def run(self, ctx: RunContext) -> None:
         ctx.set_state(State.PENDING, f"PENDING {self.label}", "pending")
-        decision = ctx.wait_for(lambda tx: self._settle(tx, ctx), timeout=self.timeout, watch=_no_events)
+        # Only a control request (or a stop, or the timeout) can open a gate: wait on the run's own
+        # wake-ups, without an event subscription. A request arriving between the check and the
+        # wait has already queued its wake-up, so it is never lost.
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            with ctx.env.transaction() as tx:
+                decision = self._settle(tx, ctx)
+            if decision is not None:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            ctx.wait_woken(remaining)
         if decision is None:
             from runtools.model.durations import human_duration
 
@@ -97,6 +110,3 @@ class Gate(Phase):
         tx.publish_after_commit(Event(decision["action"], run.copy(), detail=detail))
         return decision
 
-
-def _no_events(_ev: Event) -> bool:
-    return False  # a gate wakes only on control requests, stop requests and its timeout
