@@ -4,7 +4,6 @@ lookups they share. Each decision is one short transaction on the environment.""
 from __future__ import annotations
 
 import os
-import re
 import select
 import signal
 import time
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 WORKER_RECORD_S = 1.0  # after KILLing the target, how long the worker gets to record the end
-_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
+_SAFE_ID = r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}"
 
 
 # -- lookups -----------------------------------------------------------------------------------
@@ -35,8 +34,12 @@ def get_job(tx: Any, job_id: str) -> RunRecord | None:
     """A run by orchesjob job_id: `orchesjob@<id>`, or (rarely) a run of another job in this env."""
     check_job_id(job_id)
     rec = tx.get(f"{JOB}@{job_id}")
-    if rec is not None or not _SAFE_ID.fullmatch(job_id):
+    if rec is not None:
         return rec
+    import re
+
+    if not re.fullmatch(_SAFE_ID, job_id):
+        return None
     from runtools.model.criteria import RunMatcher
 
     found = tx.find(RunQuery(matcher=RunMatcher.parse(f"*@{job_id}"), limit=1))

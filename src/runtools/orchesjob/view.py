@@ -8,7 +8,7 @@ orchesjob's own fields (strict, rerun_reason, abort_reason, aborted_at) live in 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
@@ -54,7 +54,14 @@ def iso(ts: float | int | None) -> str | None:
     """Local time with offset, whole seconds: 2026-05-01T02:00:00+09:00 (+00:00 in UTC)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(int(ts), tz=UTC).astimezone().isoformat()
+    t = time.localtime(int(ts))
+    off = t.tm_gmtoff or 0
+    sign = "-" if off < 0 else "+"
+    off = abs(off)
+    zone = f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
+    if off % 60:
+        zone += f":{off % 60:02d}"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + zone
 
 
 def job_id_of(instance_id: str | None) -> str | None:
