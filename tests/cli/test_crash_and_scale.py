@@ -39,7 +39,7 @@ def pid_alive(pid: int) -> bool:
 # -- signals to the wrapper ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signal_to_wrapper_interrupts_and_kills_the_whole_group(cli, wait_until, sig, code):
     # The command leaves two grandchildren in its process group; all must go.
     p = cli.spawn_run("--id", "victim", "--", "sh", "-c", "sleep 300 & sleep 300 & wait")
