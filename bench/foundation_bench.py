@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 RUN = str(BIN / "run")
 TARO = str(BIN / "taro")
 README = Path(__file__).with_name("README.md")
+LOAD = os.getloadavg()
 
 
 def wall(argv: list[str], env: dict[str, str]) -> float:
@@ -213,7 +214,8 @@ def report(ov: dict[str, float], sc: list[tuple[int, float, float]], lat: tuple[
         "`.venv/bin/python bench/foundation_bench.py --write-readme` (options: `--repeat`, `--rows`,",
         "`--latency-runs`). One run of the script; each figure is a median of interleaved repetitions",
         f"({repeat} per case) in a private `$RUNTOOLS_HOME`. Machine: {os.cpu_count()} cores, "
-        f"CPython {platform.python_version()}, {platform.system()} {platform.release()}.",
+        f"CPython {platform.python_version()}, {platform.system()} {platform.release()}; load average "
+        f"{LOAD[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end (other work shares the machine).",
         "",
         "### Wrapper overhead (whole-process wall time)",
         "",

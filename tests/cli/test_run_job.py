@@ -259,6 +259,8 @@ def test_env_as_directory(cli, tmp_path):
     ["--tag", "has space", "--", "true"],
     ["--output-warn", "([", "--", "true"],
     ["-e", "bad name", "--id", "x", "--", "true"],
+    ["--requires", "[x", "--", "true"],
+    ["--after", "a b", "--", "true"],
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(cli, home, args):
     p = cli.run(*args)
