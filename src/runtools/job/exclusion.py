@@ -104,16 +104,15 @@ class ExecutionQueue(Phase):
                     return False
                 return self._view.apply(*item)
 
-        while True:
-            with ctx.env.transaction() as tx:
-                if self._decide(tx, ctx, listening=False):
-                    return
-            if self._position < self.window:
-                ctx.wait_for(lambda tx: self._decide(tx, ctx, listening=True), watch=on_event)
+        with ctx.env.transaction() as tx:
+            if self._decide(tx, ctx, listening=False):
                 return
-            # Far back in line: no event subscription (every event would cost every queued run a
-            # wake-up). Woken by the run ahead dying, or by a poke once the line brings it near.
+        # Far back in line: no event subscription (every event would cost every queued run a
+        # wake-up). Woken by the run ahead dying, or by a poke once the line brings it near.
+        if self._position >= self.window:
             ctx.wait_woken()
+        while not ctx.wait_for(lambda tx: self._decide(tx, ctx, listening=True), watch=on_event):
+            ctx.wait_woken()  # still far back (False): wait for the next poke
 
     def control(self, ctx: RunContext, request: dict[str, Any]) -> dict[str, Any] | None:
         if request.get("op") == "queue-wake" and request.get("group") == self.group:
@@ -153,9 +152,10 @@ class ExecutionQueue(Phase):
 
         was_queued = run.state is State.QUEUED
         run.state = State.QUEUED
-        run.coord["listening"] = listening
-        line = [*ahead, run, *behind]
         self._position = len(ahead)
+        far = self._position >= self.window
+        run.coord["listening"] = listening and not far
+        line = [*ahead, run, *behind]
         self._renumber(tx, line, run)
         tx.update(run)
         if not was_queued:
@@ -166,6 +166,8 @@ class ExecutionQueue(Phase):
         ctx.watch_leases([ahead[-1]] if ahead else holders)
         if not listening:
             return None
+        if far:
+            return False  # leave wait_for: wait for a poke without a subscription
         needed = len(holders) + len(ahead) - self.limit + 1
         with self._lock:
             view = self._view = _View({r.instance_id for r in ahead}, {r.instance_id for r in holders}, needed)
