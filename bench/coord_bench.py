@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -83,7 +84,7 @@ def handoff(env: dict[str, str], k: int) -> dict[str, float]:
     for p in [holder, *procs]:
         p.wait()
     runs = sorted(stored("handoff"), key=lambda r: r.started_at)
-    gaps = [(b.started_at - a.ended_at) * 1000 for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [(b.started_at - a.ended_at) * 1000 for a, b in itertools.pairwise(runs)]
     return {"n": len(gaps), "p50_ms": statistics.median(gaps), "p95_ms": pct(gaps, 95), "max_ms": max(gaps)}
 
 
