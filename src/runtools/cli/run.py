@@ -166,6 +166,14 @@ def spec_from_args(a: Args):  # -> JobSpec
         raise UsageError("--max-concurrent must be at least 1")
     if a.strict and not a.run_key:
         raise UsageError("--strict needs --run-key KEY")
+    for option, value, needs, partner in (
+        ("--excl-group", a.excl_group, a.mutual_exclusion, "-x/--mutual-exclusion"),
+        ("--queue-group", a.queue_group, a.max_concurrent or a.serial, "--max-concurrent N or --serial"),
+        ("--pending-timeout", a.pending_timeout, a.pending or a.approval, "--pending LATCH or --approval NAME"),
+        ("--after-timeout", a.after_timeout, a.after, "--after PATTERN"),
+    ):
+        if value is not None and not needs:
+            raise UsageError(f"{option} only applies with {partner}: add it, or drop {option}")
 
     def dur(v: str | None, name: str) -> float | None:
         if v is None:
@@ -229,10 +237,19 @@ def execute(a: Args, argv: list[str]) -> int:
             from runtools.job.waiting import wait_for_end
 
             return exit_code_for(wait_for_end(env, result.run))
-        run = result.run
-        if run.error and run.status is not None and run.status.value in ("ERROR", "TIMEOUT"):
-            sys.stderr.write(f"run: {run.error}\n")
+        _explain(result.run)
         return result.exit_code
+
+
+def _explain(run) -> None:
+    """One line on stderr when the command could not run or did not run at all (OVERLAP,
+    DISABLED, DENIED, ...): the exit code alone does not say why."""
+    status = run.status
+    if status is None or status.value in ("COMPLETED", "FAILED", "STOPPED", "INTERRUPTED"):
+        return
+    if status.value == "TIMEOUT" or run.started_at is None:
+        why = f": {run.error}" if run.error and run.error != status.value else ""
+        sys.stderr.write(f"run: {run.instance_id} {status.value}{why}\n")
 
 
 def _notifier():

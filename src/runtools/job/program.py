@@ -276,12 +276,12 @@ class ProgramPhase(ExecutionPhase):
         return 1
 
 
-def _best_effort(fn, *args) -> None:  # noqa: ANN001
+def _best_effort(fn, *args) -> None:
     """Record something mid-run; a storage hiccup (busy, full disk) must not orphan the child.
     The end of the run is still recorded (with retries) by the run itself."""
     try:
         fn(*args)
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 

@@ -15,8 +15,7 @@ from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
 
 
-
-def _import_sqlite():  # noqa: ANN202
+def _import_sqlite():
     """The C module `_sqlite3`, imported without dragging in `functools` and `collections`.
 
     `_sqlite3` imports `functools` only to take `lru_cache` for its statement cache, and
@@ -32,7 +31,7 @@ def _import_sqlite():  # noqa: ANN202
         return _sqlite3
     from _functools import _lru_cache_wrapper
 
-    def lru_cache(maxsize: int = 128, typed: bool = False):  # noqa: ANN202
+    def lru_cache(maxsize: int = 128, typed: bool = False):
         return lambda fn: _lru_cache_wrapper(fn, maxsize, typed, tuple)
 
     stand_in = type(sys)("functools")
@@ -195,7 +194,9 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
         # bare `data` column from the row holding max(created_at)
         sql = f"SELECT data FROM (SELECT data, max(created_at) AS c FROM runs{cond} GROUP BY job_id)"
         sql += f" ORDER BY c {'ASC' if q.ascending else 'DESC'}"
-    elif q.active is True:
+    elif q.active is True or q.run_key is not None:
+        # insertion order: active runs come from a partial index on seq, a key's runs from
+        # runs_key(run_key, seq) — attempts of a key are numbered in insertion order
         sql = f"SELECT data FROM runs{cond} ORDER BY seq {'ASC' if q.ascending else 'DESC'}"
     else:
         sql = f"SELECT data FROM runs{cond} ORDER BY created_at {'ASC' if q.ascending else 'DESC'}"
