@@ -100,7 +100,7 @@ def test_wait_for_a_status_skips_other_ends(cli, wait_until):
     w = cli.spawn(["taro", "wait", "failed", "--json", "--timeout", "20"])  # STATE only, any job
     wait_until(lambda: cli.listeners() >= 1, what="taro wait to listen")
     assert cli.run("--id", "fine", "--", "true").returncode == 0
-    assert w.poll() is None or w.returncode is None
+    assert w.poll() is None  # a COMPLETED end does not satisfy "failed"
     assert cli.run("--id", "broken", "--", "false").returncode == 1
     out, err = w.communicate(timeout=15)
     assert w.returncode == 0, err
