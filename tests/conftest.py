@@ -57,9 +57,14 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str | No
 class Cli:
     """Runs the venv's `run` and `taro` as black-box subprocesses in the test's isolated home.
 
-    `run(...)`/`taro(...)` return a CompletedProcess (text unless `binary=True`).
-    `json(...)` runs `taro VERB ... --json`, asserts exit 0 and returns the parsed value.
-    `spawn(...)` starts a process in the background (own session) and kills it at teardown.
+    run(...)/taro(...)/exec(argv)  CompletedProcess (text unless `binary=True`), with a timeout
+    json(...), history(...), ps(...)  `taro VERB ... --json`, asserted to exit 0, parsed
+    spawn(argv)/spawn_run(...)  background process (own session), killed at teardown
+    spawn_gated(job, ...)/release(proc)  a run whose command blocks until released
+    runs(active=, job=)  records straight from the store (fast polling, public JSON shape)
+    wait_state(job, state)  wait until an active run of `job` is in `state`
+    read_lines(proc, until)  read a background process's stdout lines with a deadline
+    listeners()  event listener sockets bound (is `taro wait`/`listen` subscribed yet?)
     """
 
     def __init__(self, home: Path, cwd: Path) -> None:
