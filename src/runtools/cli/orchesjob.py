@@ -3,29 +3,40 @@
 Exit codes: 0 ok (also when the job failed: see its JSON), 1 general error, 2 invalid
 arguments, 3 job or run key not found, 4 invalid state, 5 lock error (busy database).
 Errors are one line on stderr: `orchesjob: <message>`.
+
+Arguments are parsed by a small table-driven parser (`parse_args`): argparse, with the `re`,
+`enum` and `gettext` it imports, costs more than a `status` does. It only accepts what it is
+sure argparse would accept the same way; anything else (`--help`, `--version`, abbreviations,
+a missing or invalid value, an unknown option...) goes to the argparse parser built by
+`parser()`, which prints help or the exact error (exit 2) as before.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 TYPE_CHECKING = False  # keep `typing` off the hot path
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, NoReturn
 
 PROG = "orchesjob"
 VERSION = "1.1.0 (runtools)"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{PROG}: {message}\n")
-        raise SystemExit(2)
+def _parser_class(**kw: Any) -> argparse.ArgumentParser:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            sys.stderr.write(f"{PROG}: {message}\n")
+            raise SystemExit(2)
+
+    return Parser(**kw)
 
 
-def _key_or_id(p: argparse.ArgumentParser, running: bool = False) -> None:
+def _key_or_id(p: Any, running: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run-key", dest="run_key", metavar="RUN_KEY", help="look up by run key (its latest job)")
     g.add_argument("--job-id", dest="job_id", metavar="JOB_ID", help="look up by job id")
@@ -33,13 +44,19 @@ def _key_or_id(p: argparse.ArgumentParser, running: bool = False) -> None:
         g.add_argument("--running", action="store_true", help="all STARTING/RUNNING jobs")
 
 
+def _invalid(message: str) -> Exception:
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def _secs(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
+        raise _invalid(f"invalid number of seconds: {text!r}") from None
     if v != v or v < 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}")
+        raise _invalid(f"invalid number of seconds: {text!r}")
     return v
 
 
@@ -47,16 +64,19 @@ def _count(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid line count: {text!r}") from None
+        raise _invalid(f"invalid line count: {text!r}") from None
     if v < 0:
-        raise argparse.ArgumentTypeError(f"invalid line count: {text!r}")
+        raise _invalid(f"invalid line count: {text!r}")
     return v
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Lightweight idempotent one-shot job runner (on runtools)")
+    """The argparse parser: for --help, --version and the exact text of every argument error."""
+    import argparse
+
+    p = _parser_class(prog=PROG, description="Lightweight idempotent one-shot job runner (on runtools)")
     p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    sub = p.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="subcommand", required=True, parser_class=_parser_class)
 
     s = sub.add_parser("start", help="start a job, or return the one that holds the run key")
     s.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY", help="idempotency key")
@@ -104,10 +124,122 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print(value: Any) -> None:
-    import json
+# -- the fast parser ---------------------------------------------------------------------------
+# Per subcommand: option -> (dest, kind), kind: flag | value | secs | count | stream; the
+# defaults; the required options; the mutually exclusive group that needs exactly one member.
+_KEY_OR_ID = {"--run-key": ("run_key", "value"), "--job-id": ("job_id", "value")}
+_TABLE: dict[str, tuple[dict[str, tuple[str, str]], dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
+    "start": (
+        {"--run-key": ("run_key", "value"), "--sync": ("sync", "flag"), "--strict": ("strict", "flag"),
+         "--start-timeout": ("start_timeout", "secs")},
+        {"run_key": None, "sync": False, "strict": False, "start_timeout": 10.0, "command": []},
+        ("run_key",), (),
+    ),
+    "status": (
+        {**_KEY_OR_ID, "--running": ("running", "flag"), "--all": ("all", "flag")},
+        {"run_key": None, "job_id": None, "running": False, "all": False},
+        (), ("run_key", "job_id", "running"),
+    ),
+    "logs": (
+        {**_KEY_OR_ID, "--stream": ("stream", "stream"), "--tail": ("tail", "count"),
+         "-f": ("follow", "flag"), "--follow": ("follow", "flag")},
+        {"run_key": None, "job_id": None, "stream": "stdout", "tail": None, "follow": False},
+        (), ("run_key", "job_id"),
+    ),
+    "abort": (
+        {**_KEY_OR_ID, "--reason": ("reason", "value"), "--grace-seconds": ("grace_seconds", "secs")},
+        {"run_key": None, "job_id": None, "reason": None, "grace_seconds": 5.0},
+        (), ("run_key", "job_id"),
+    ),
+    "unlock": (
+        {"--run-key": ("run_key", "value"), "--reason": ("reason", "value"), "--ttl": ("ttl", "value")},
+        {"run_key": None, "reason": None, "ttl": None},
+        ("run_key",), (),
+    ),
+    "rerun": (
+        {**_KEY_OR_ID, "--sync": ("sync", "flag"), "--reason": ("reason", "value"),
+         "--start-timeout": ("start_timeout", "secs")},
+        {"run_key": None, "job_id": None, "sync": False, "reason": None, "start_timeout": 10.0},
+        (), ("run_key", "job_id"),
+    ),
+    "clean": (
+        {"--before": ("before", "value"), "--after": ("after", "value"), "--all": ("all", "flag"),
+         "--job-id": ("job_id", "value"), "--run-key": ("run_key", "value"), "--dry-run": ("dry_run", "flag")},
+        {"before": None, "after": None, "all": False, "job_id": None, "run_key": None, "dry_run": False},
+        (), (),
+    ),
+}
 
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+class Args:
+    """Parsed arguments (attribute access, like argparse's Namespace)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def fast_parse(argv: list[str]) -> Args | None:
+    """`argv` parsed as argparse would, or None when argparse must decide (help, version,
+    errors, abbreviations, values that look like options, ...)."""
+    if not argv or argv[0] not in _TABLE:
+        return None
+    options, defaults, required, one_of = _TABLE[argv[0]]
+    values = dict(defaults)
+    seen: set[str] = set()
+    i, n = 1, len(argv)
+    while i < n:
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-" or arg == "--":
+            if argv[0] != "start":
+                return None  # a positional: argparse's error
+            values["command"] = argv[i:]  # REMAINDER: everything from here, `--` included
+            break
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        opt = options.get(name)
+        if opt is None:
+            return None
+        dest, kind = opt
+        if kind == "flag":
+            if eq:
+                return None
+            values[dest] = True
+        else:
+            if eq:
+                value = inline
+            elif i + 1 < n and not argv[i + 1].startswith("-"):
+                i += 1
+                value = argv[i]
+            else:
+                return None
+            if kind == "secs" or kind == "count":
+                try:
+                    values[dest] = _secs(value) if kind == "secs" else _count(value)
+                except Exception:
+                    return None
+            elif kind == "stream":
+                if value not in ("stdout", "stderr"):
+                    return None
+                values[dest] = value
+            else:
+                values[dest] = value
+        seen.add(dest)
+        i += 1
+    if any(r not in seen for r in required):
+        return None
+    if one_of and sum(d in seen for d in one_of) != 1:
+        return None
+    return Args(subcommand=argv[0], **values)
+
+
+def parse_args(argv: list[str]) -> Any:
+    a = fast_parse(argv)
+    return a if a is not None else parser().parse_args(argv)
+
+
+def _print(value: Any) -> None:
+    from runtools.model.jsonenc import dumps
+
+    sys.stdout.write(dumps(value, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -121,7 +253,7 @@ def _who(verb: str) -> str:
     return f"{user} (orchesjob {verb}, pid {os.getpid()})"
 
 
-def _start(a: argparse.Namespace) -> int:
+def _start(a: Any) -> int:
     from runtools.orchesjob.view import start_response
     from runtools.orchesjob.worker import start
 
@@ -139,7 +271,7 @@ def _start(a: argparse.Namespace) -> int:
     return 0
 
 
-def _rerun(a: argparse.Namespace) -> int:
+def _rerun(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
     from runtools.orchesjob.view import start_response
     from runtools.orchesjob.worker import start
@@ -154,7 +286,7 @@ def _rerun(a: argparse.Namespace) -> int:
     return 0
 
 
-def _status(a: argparse.Namespace) -> int:
+def _status(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
@@ -162,7 +294,7 @@ def _status(a: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(a: argparse.Namespace) -> int:
+def _logs(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
@@ -171,7 +303,7 @@ def _logs(a: argparse.Namespace) -> int:
     return 0
 
 
-def _abort(a: argparse.Namespace) -> int:
+def _abort(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
@@ -179,7 +311,7 @@ def _abort(a: argparse.Namespace) -> int:
     return 0
 
 
-def _unlock(a: argparse.Namespace) -> int:
+def _unlock(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     ops.parse_ttl(a.ttl)  # bad input fails before touching the state directory
@@ -188,7 +320,7 @@ def _unlock(a: argparse.Namespace) -> int:
     return 0
 
 
-def _clean(a: argparse.Namespace) -> int:
+def _clean(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     with open_env() as env:
@@ -212,7 +344,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        a = parser().parse_args(argv)
+        a = parse_args(argv)
         if a.subcommand == "clean":  # the selection rules come before any I/O
             from runtools.orchesjob.ops import clean_args_error
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
 
 from runtools.env.base import RunQuery
 from runtools.errors import NotFoundError, StateError, UsageError
 from runtools.model.run import RunRecord
+from runtools.orchesjob.reads import Reader
 from runtools.orchesjob.view import ACTIVE, JOB, format_job, format_override, iso, secs, status_of
 
 TYPE_CHECKING = False  # keep `typing` off the hot path
@@ -88,26 +88,31 @@ def _with_override(tx: Any, rec: RunRecord, overrides: dict[str, Any]) -> dict[s
 
 def status(env: Any, run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
     overrides: dict[str, Any] = {}
-    with env.transaction() as tx:
-        if running:
-            return [
-                _with_override(tx, r, overrides)
-                for r in tx.active_runs()
-                if status_of(r) in ACTIVE
-            ]
-        if all_:
-            if not run_key:
-                raise UsageError("status --all requires --run-key")
-            runs = tx.find(RunQuery(run_key=run_key))
-            if not runs:
-                raise NotFoundError(f"No jobs found for run_key: {run_key}")
-            if any(r.active for r in runs):
-                live = {r.instance_id for r in tx.active_runs()}
-                runs = [r if not r.active or r.instance_id in live else tx.get(r.instance_id) or r for r in runs]
-            runs.sort(key=lambda r: (r.attempt_no or 0, r.created_at), reverse=True)
-            return [_with_override(tx, r, overrides) for r in runs]
-        rec = fresh(tx, resolve(tx, run_key, job_id))
-        return _with_override(tx, rec, overrides)
+    with env.transaction() as real:  # one snapshot; a run found with a dead lease is ended LOST
+        return _status(Reader(env, real), overrides, run_key, job_id, running, all_)
+
+
+def _status(tx: Reader, overrides: dict[str, Any], run_key: str | None, job_id: str | None, running: bool,
+            all_: bool) -> Any:
+    if running:
+        return [
+            _with_override(tx, r, overrides)
+            for r in tx.active_runs()
+            if status_of(r) in ACTIVE
+        ]
+    if all_:
+        if not run_key:
+            raise UsageError("status --all requires --run-key")
+        runs = tx.find(RunQuery(run_key=run_key))
+        if not runs:
+            raise NotFoundError(f"No jobs found for run_key: {run_key}")
+        if any(r.active for r in runs):
+            live = {r.instance_id for r in tx.active_runs()}
+            runs = [r if not r.active or r.instance_id in live else tx.get(r.instance_id) or r for r in runs]
+        runs.sort(key=lambda r: (r.attempt_no or 0, r.created_at), reverse=True)
+        return [_with_override(tx, r, overrides) for r in runs]
+    rec = fresh(tx, resolve(tx, run_key, job_id))
+    return _with_override(tx, rec, overrides)
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ def status(env: Any, run_key: str | None, job_id: str | None, running: bool, all
 
 def log_path(env: Any, run_key: str | None, job_id: str | None, stream: str) -> tuple[RunRecord, str]:
     with env.transaction() as tx:
-        rec = resolve(tx, run_key, job_id)
+        rec = resolve(Reader(env, tx), run_key, job_id)
     path = rec.stdout_path if stream == "stdout" else rec.stderr_path
     if not path or not os.path.exists(path):
         raise NotFoundError(f"Log file not found: {path}")
@@ -175,6 +180,8 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
         rec.extra["abort_reason"] = reason
         rec.actions.append({"action": "abort", "by": by, "at": now, "reason": reason})
         tx.update(rec)
+    import signal  # (imports enum: kept off the other commands' path)
+
     from runtools.model.events import Event
 
     env.publish(Event("stopped", rec, now, {"by": by, "reason": reason}))
@@ -232,8 +239,10 @@ class _Proc:
     def signal(self, sig: int) -> bool:
         if self.fd is None or not self.alive():
             return False
+        from _signal import pidfd_send_signal
+
         try:
-            signal.pidfd_send_signal(self.fd, sig)
+            pidfd_send_signal(self.fd, sig)
             return True
         except OSError:
             return False

@@ -136,22 +136,23 @@ def _leave_gate(fd: int | None) -> None:
 
 def _holder(home: str, run_key: str, strict: bool) -> RunRecord | None:
     """The run that would be handed back right now, read without a worker (the common case of
-    a retried start). Only a positive answer is used; the worker decides everything else."""
+    a retried start) and without the write lock. Only a positive answer is used; the worker
+    decides everything else."""
+    from runtools.orchesjob.reads import Reader
+
     env = open_env(home)
     try:
-        for r in env.active_runs():  # leases checked
+        rd = Reader(env)
+        for r in rd.active_runs():  # leases checked
             if r.run_key == run_key:
                 return r
         if strict:
             from runtools.env.base import RunQuery
+            from runtools.job.runkey import valid_override
 
-            latest = env.find_runs(RunQuery(run_key=run_key, limit=1))
-            if latest and not latest[0].active:
-                from runtools.job.runkey import valid_override
-
-                with env.transaction() as tx:
-                    if valid_override(tx, run_key) is None:
-                        return latest[0]
+            latest = rd.find(RunQuery(run_key=run_key, limit=1))
+            if latest and not latest[0].active and valid_override(rd, run_key) is None:
+                return latest[0]
         return None
     finally:
         env.close()

@@ -1,0 +1,79 @@
+"""Reads for orchesjob's hot paths (status, logs, a start that finds its key held).
+
+`Reader` reads the local environment's rows like a transaction's `get`/`find`/`active_runs`/
+`get_setting`, but decoded by `runtools.model.jsonenc.loads`, so neither `json` nor `re` is imported (each
+costs a few milliseconds of a command whose own work is about one). Given the transaction it
+reads in (`Reader(env, tx)`) it sees that transaction's snapshot and reaps through it;
+without one, each read sees a committed snapshot and a run found with a dead lease is ended
+LOST through the environment as usual.
+"""
+
+from __future__ import annotations
+
+from runtools.env.base import RunQuery
+from runtools.env.local import store
+from runtools.env.local.store import sqlite3
+from runtools.errors import BackendError
+from runtools.model.jsonenc import loads
+from runtools.model.run import RunRecord
+
+TYPE_CHECKING = False  # keep `typing` off the hot path
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class _All:
+    """RunQuery's default matcher (match everything) without importing runtools.model.criteria."""
+
+    include = ()
+    exclude = ()
+
+    def __call__(self, r: RunRecord) -> bool:
+        return True
+
+
+_ALL = _All()
+
+
+def record(data: str) -> RunRecord:
+    return RunRecord.from_dict(loads(data))
+
+
+class Reader:
+    """`get`, `find`, `active_runs`, `get_setting` of a Tx, decoded without `json`."""
+
+    def __init__(self, env: Any, tx: Any = None) -> None:
+        self.env = env
+        self.tx = tx
+
+    def _rows(self, sql: str, params: Any = ()) -> list[tuple]:
+        try:
+            return self.env.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            raise BackendError(f"cannot read {self.env.db_path}: {e}") from None
+
+    def get(self, instance_id: str) -> RunRecord | None:
+        rows = self._rows("SELECT data FROM runs WHERE instance_id=?", (instance_id,))
+        return record(rows[0][0]) if rows else None
+
+    def find(self, q: RunQuery) -> list[RunRecord]:
+        if q._matcher is None:
+            plain = RunQuery.__new__(RunQuery)
+            for name in RunQuery.__slots__:
+                setattr(plain, name, getattr(q, name))
+            plain._matcher = _ALL
+            q = plain
+        sql, params = store.query_sql(q)
+        match = q.matcher
+        return [r for r in (record(d) for (d,) in self._rows(sql, params)) if match is _ALL or match(r)]
+
+    def active_runs(self) -> list[RunRecord]:
+        runs = [record(d) for (d,) in self._rows(store.ACTIVE)]
+        if all(self.env.lease_alive(r) for r in runs):
+            return runs
+        # a lease died: that run is ended LOST (in our transaction, or in one of its own)
+        return self.tx.active_runs() if self.tx is not None else self.env.active_runs()
+
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key))
+        return loads(rows[0][0]) if rows else None
