@@ -90,9 +90,10 @@ def test_kill9_wrapper_run_stays_active_while_command_runs_then_lost(cli, wait_u
 def test_kill9_of_wrapper_and_command_is_lost_at_once(cli):
     p = cli.spawn_gated("gone")
     r = cli.wait_state("gone")
-    os.kill(r["child_pid"], signal.SIGKILL)
+    # wrapper first: killing the command first would let the wrapper record its end (FAILED)
     os.kill(p.pid, signal.SIGKILL)
     p.wait(5)
+    os.kill(r["child_pid"], signal.SIGKILL)
     assert cli.ps() == []
     h = cli.history("gone")
     assert [(x["instance_id"], x["status"]) for x in h] == [(r["instance_id"], "LOST")]

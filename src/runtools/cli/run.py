@@ -183,13 +183,17 @@ def spec_from_args(a: Args):  # -> JobSpec
         return parse_duration(v, name)
 
     kill_after = dur(a.kill_after, "--kill-after")
+    if a.requires or a.after:  # bad patterns are usage errors before anything is created
+        from runtools.model.criteria import RunMatcher
+
+        RunMatcher.parse([*a.requires, *a.after])
     return JobSpec(
         command=cmd,
         job_id=a.job_id,
         run_id=a.run_id,
         tags=a.tag,
         bypass_output=a.bypass_output,
-        timeout=dur(a.timeout, "--timeout"),
+        timeout=dur(a.timeout, "--timeout") or None,  # 0 means no timeout, as with coreutils timeout
         kill_after=10.0 if kill_after is None else kill_after,
         time_warn=dur(a.time_warn, "--time-warn"),
         output_warn=a.output_warn,
