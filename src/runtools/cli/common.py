@@ -72,13 +72,15 @@ def add_env(p: argparse.ArgumentParser) -> None:
 
 
 def print_json(value: Any) -> None:
-    import json
+    """Pretty JSON, as `json.dumps(value, indent=2)` writes it (without importing json)."""
+    from runtools.model.jsonenc import dumps
 
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(dumps(value, indent=2) + "\n")
 
 
 def print_ndjson(value: Any) -> None:
-    import json
+    """One compact JSON document per line, flushed at once (for streams: listen, tail -f)."""
+    from runtools.model.jsonenc import dumps
 
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.write(dumps(value) + "\n")
     sys.stdout.flush()

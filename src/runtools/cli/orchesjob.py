@@ -360,10 +360,25 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
         code = 0
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down (os._exit once stdout and stderr are flushed):
+    everything durable is committed by now, and the teardown costs a command ~2 ms of CPU,
+    a seventh of a `status` (and of each start in a burst)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader left: as before, not an error
+    except OSError:
+        code = code or 120  # what the interpreter's own final flush would have exited with
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from datetime import datetime
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def local_time(ts: float | None, today_short: bool = True) -> str:
+    """Local time for people; just the clock when it is today (and `today_short`)."""
     if ts is None:
         return ""
-    dt = datetime.fromtimestamp(ts)
-    if today_short and dt.date() == datetime.now().date():
-        return dt.strftime("%H:%M:%S")
-    return dt.strftime("%Y-%m-%d %H:%M:%S")
+    t = time.localtime(ts)
+    if today_short and t[:3] == time.localtime()[:3]:
+        return time.strftime("%H:%M:%S", t)
+    return time.strftime("%Y-%m-%d %H:%M:%S", t)
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_last: int | None = None) -> str:

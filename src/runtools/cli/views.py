@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
 from runtools.cli.common import add_env
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+
     from runtools.env.base import Environment
     from runtools.model.run import RunRecord
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 from runtools.errors import UsageError
 from runtools.model.run import RunRecord
 
@@ -52,6 +50,8 @@ class RunMatcher:
 
     @staticmethod
     def _one(p: str, r: RunRecord) -> bool:
+        from fnmatch import fnmatchcase  # only with patterns: fnmatch brings in re
+
         if "@" in p:
             return fnmatchcase(r.instance_id, p)
         return (

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from runtools.cli.common import ArgParser, run_main
+from runtools.cli.common import run_main
+from runtools.cli.fastparse import FastParser
 from runtools.errors import UsageError
 
 VERBS = {
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if hasattr(mod, "run_argv"):  # verbs that parse their own options (exec)
             return mod.run_argv(argv[1:])
-        p = ArgParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
+        p = FastParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
         mod.configure(p, verb) if getattr(mod, "MULTI", False) else mod.configure(p)
         args = p.parse_args(argv[1:])
         args.verb = verb

@@ -6,11 +6,14 @@ Lookup order (DESIGN §5): ./runtools.toml, $XDG_CONFIG_HOME/runtools/runtools.t
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from runtools.cli.views import add_common
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "config: show (path and content), path (where the config file is), list-disabled"
 CONFIG_NAME = "runtools.toml"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from runtools.cli.views import add_common, add_patterns, env_of
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 MULTI = True
 HELP = "let pending runs through their gate, or deny them"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from runtools.cli.views import add_common, add_patterns, env_of, state_text, status_text
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "what ran (alias: hist)"
 

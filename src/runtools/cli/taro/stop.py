@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
 
 from runtools.cli.views import add_common, add_patterns, env_of
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "stop matching runs: STOPPED (--interrupt: INTERRUPTED); queued/pending runs end CANCELLED"
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from runtools.cli.common import print_json
 from runtools.cli.views import add_common, env_of
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "allow one more strict run of a finished run key (consumed by the next strict start)"
 

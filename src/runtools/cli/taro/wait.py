@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from runtools.cli.views import add_common, env_of
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "wait until a matching run reaches STATE (default: ended); exit 0, or 124 on --timeout"
 

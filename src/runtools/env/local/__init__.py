@@ -72,9 +72,7 @@ class LocalTx(Tx):
         row = self.conn.execute("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key)).fetchone()
         if not row:
             return None
-        import json
-
-        return json.loads(row[0])
+        return store.loads(row[0])
 
     def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
         if value is None:
@@ -90,9 +88,7 @@ class LocalTx(Tx):
         rows = self.conn.execute("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,)).fetchall()
         if not rows:
             return {}
-        import json
-
-        return {k: json.loads(v) for k, v in rows}
+        return {k: store.loads(v) for k, v in rows}
 
 
 class _Transaction:

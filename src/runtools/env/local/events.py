@@ -13,7 +13,7 @@ from _socket import AF_UNIX, SO_RCVBUF, SOCK_DGRAM, SOL_SOCKET, socket
 
 from runtools.env.base import Subscription
 from runtools.model.events import Event
-from runtools.model.jsonenc import dumps
+from runtools.model.jsonenc import dumps, loads
 
 _MAX = 200_000
 
@@ -92,8 +92,6 @@ class DgramSubscription(Subscription):
 
     def get(self, timeout: float | None = None) -> Event | None:
         """Next event; None on timeout, on a wake-up, or once closed."""
-        import json
-
         if self._closed:
             return None
         try:
@@ -103,7 +101,7 @@ class DgramSubscription(Subscription):
         if not data:
             return None  # a wake-up
         try:
-            return Event.from_wire(json.loads(data))
+            return Event.from_wire(loads(data))
         except (ValueError, KeyError, TypeError):
             return None
 

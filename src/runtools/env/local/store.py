@@ -10,7 +10,7 @@ import os
 import time
 
 from runtools.errors import BackendError
-from runtools.model.jsonenc import dumps
+from runtools.model.jsonenc import dumps, loads
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
 
@@ -112,9 +112,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def record_from_row(data: str) -> RunRecord:
-    import json
-
-    return RunRecord.from_dict(json.loads(data))
+    return RunRecord.from_dict(loads(data))
 
 
 def row_values(r: RunRecord) -> tuple[Any, ...]:
