@@ -217,7 +217,9 @@ def execute(a: Args, argv: list[str]) -> int:
     spec = spec_from_args(a)
     from runtools.model.ids import validate_id
 
-    validate_id(spec.resolved_job_id, "job id")
+    validate_id(spec.resolved_job_id if a.job_id is None else a.job_id, "job id")
+    if a.run_id is not None:
+        validate_id(a.run_id, "run id")
     for t in spec.tags:
         validate_id(t, "tag")
     if spec.output_warn:

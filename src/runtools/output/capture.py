@@ -29,7 +29,8 @@ class StreamCapture:
         all_lines: bool = False,
     ) -> None:
         self.name = name
-        self.file = open(path, "ab", buffering=0) if path else None
+        # owner-only, like everything else in the environment (0600 whatever the umask)
+        self.file = open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab", buffering=0) if path else None
         self.term_fd = term_fd
         self.on_line = on_line
         self.on_chunk = on_chunk

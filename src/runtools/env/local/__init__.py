@@ -255,7 +255,7 @@ class LocalEnvironment(Environment):
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
         d = os.path.join(self.dir, "output", run.job_id)
         if not os.path.isdir(d):
-            os.makedirs(d, mode=0o700, exist_ok=True)
+            ensure_private_dir(d)
         base = os.path.join(d, run.run_id)
         return base + ".stdout", base + ".stderr"
 

@@ -31,12 +31,26 @@ def env_dir(name: str) -> str:
 def ensure_private_dir(path: str) -> str:
     """Create `path` (and parents) readable only by its owner."""
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        _makedirs_private(path)
     except FileExistsError:
         raise UsageError(f"{path} exists and is not a directory: choose another environment path") from None
     except OSError as e:
         raise BackendError(f"cannot create {path}: {e.strerror}") from None
     return path
+
+
+def _makedirs_private(path: str) -> None:
+    """`os.makedirs` gives only the last directory the mode; here every created level is 0700."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _makedirs_private(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
 
 
 def runtime_dir(state_dir: str) -> str:
