@@ -30,7 +30,10 @@ class StreamCapture:
     ) -> None:
         self.name = name
         # owner-only, like everything else in the environment (0600 whatever the umask)
-        self.file = open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab", buffering=0) if path else None
+        self.file = None
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.file = open(fd, "ab", buffering=0)
         self.term_fd = term_fd
         self.on_line = on_line
         self.on_chunk = on_chunk
