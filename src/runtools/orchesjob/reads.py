@@ -74,6 +74,12 @@ class Reader:
         # a lease died: that run is ended LOST (in our transaction, or in one of its own)
         return self.tx.active_runs() if self.tx is not None else self.env.active_runs()
 
+    def active_of_key(self, run_key: str) -> list[RunRecord]:
+        """The active runs of `run_key` as stored (leases not checked), from the partial index
+        of active runs: as cheap with 10k runs of the key in history as with none."""
+        sql = "SELECT data FROM runs WHERE stage != 'ENDED' AND +run_key = ? ORDER BY seq"
+        return [record(d) for (d,) in self._rows(sql, (run_key,))]
+
     def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key))
         return loads(rows[0][0]) if rows else None

@@ -15,13 +15,11 @@ No polling anywhere: the starter reads a pipe; waiting on an existing run uses e
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import time
-import uuid
 
 from runtools.errors import NotFoundError, RuntoolsError, StateError
+from runtools.model.jsonenc import dumps, loads
 from runtools.model.run import RunRecord
 from runtools.model.status import Status
 from runtools.orchesjob import home_dir, logs_dir, open_env
@@ -63,14 +61,19 @@ def start(
     home = home_dir()
     gate = None
     if rerun_of is None:
-        held = _holder(home, run_key, strict)
-        if held is None:
-            gate, waited = _enter_gate(home, run_key)
-            held = _holder(home, run_key, strict) if waited else None
+        env = open_env(home)
+        try:
+            held = _holder(env, run_key, strict)
+            while held is None:
+                gate, waited = _enter_gate(home, run_key)
+                if not waited:
+                    break  # the gate is ours: we start the worker
+                held = _holder(env, run_key, strict)  # the start ahead of us got its answer
+        finally:
+            env.close()
         if held is not None:  # no need for a worker: the key is taken, as of this read
-            _leave_gate(gate)
             return Started(_wait_existing(home, held, sync, start_timeout), True)
-    job_id = str(uuid.uuid4())
+    job_id = uuid4()
     _prepare_imports()
     r, w = os.pipe()
     pid = os.fork()
@@ -100,21 +103,32 @@ def start(
         leave()
 
 
+def uuid4() -> str:
+    """str(uuid.uuid4()), without importing uuid (and the enum it imports)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 GATES = 256  # starts of one key queue at one of these flocks, so a burst forks one worker, not 32
 
 
 def _enter_gate(home: str, run_key: str) -> tuple[int | None, bool]:
-    """Queue behind other starts of (a key hashing like) `run_key` until the one ahead has its
-    answer from its worker; the kernel wakes us, no polling. Returns (fd, whether we waited).
+    """Take the gate of (a key hashing like) `run_key`: returns (fd, False), its holder then
+    starts the worker and leaves the gate once the worker answered (the target runs, or the
+    run ended or was refused). If another start holds it, wait until it leaves (the kernel
+    wakes every waiter at once, no polling) and return (None, True): look at the key again.
     Only an optimisation: the run-key claim in the worker's transaction decides."""
     import fcntl
-    import zlib
+    from zlib import crc32
 
     d = os.path.join(home, "gates")
     try:
         if not os.path.isdir(d):
             os.makedirs(d, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(d, str(zlib.crc32(run_key.encode()) % GATES)),
+        fd = os.open(os.path.join(d, str(crc32(run_key.encode()) % GATES)),
                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
         return None, False
@@ -122,8 +136,11 @@ def _enter_gate(home: str, run_key: str) -> tuple[int | None, bool]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd, False
     except BlockingIOError:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd, True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # shared: all waiters wake together
+        finally:
+            os.close(fd)
+        return None, True
 
 
 def _leave_gate(fd: int | None) -> None:
@@ -134,28 +151,26 @@ def _leave_gate(fd: int | None) -> None:
             pass
 
 
-def _holder(home: str, run_key: str, strict: bool) -> RunRecord | None:
+def _holder(env: Any, run_key: str, strict: bool) -> RunRecord | None:
     """The run that would be handed back right now, read without a worker (the common case of
     a retried start) and without the write lock. Only a positive answer is used; the worker
     decides everything else."""
     from runtools.orchesjob.reads import Reader
 
-    env = open_env(home)
-    try:
-        rd = Reader(env)
-        for r in rd.active_runs():  # leases checked
-            if r.run_key == run_key:
-                return r
-        if strict:
-            from runtools.env.base import RunQuery
-            from runtools.job.runkey import valid_override
+    rd = Reader(env)
+    active = rd.active_of_key(run_key)  # one indexed read
+    if active and not all(env.lease_alive(r) for r in active):  # ends the dead LOST
+        active = [r for r in rd.active_runs() if r.run_key == run_key]
+    if active:
+        return active[0]
+    if strict:
+        from runtools.env.base import RunQuery
+        from runtools.job.runkey import valid_override
 
-            latest = rd.find(RunQuery(run_key=run_key, limit=1))
-            if latest and not latest[0].active and valid_override(rd, run_key) is None:
-                return latest[0]
-        return None
-    finally:
-        env.close()
+        latest = rd.find(RunQuery(run_key=run_key, limit=1))
+        if latest and not latest[0].active and valid_override(rd, run_key) is None:
+            return latest[0]
+    return None
 
 
 def _prepare_imports() -> None:
@@ -169,6 +184,8 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any
     run: RunRecord | None = None
     existing = False
     deadline: float | None = None
+    from select import select
+
     fd = pipe.fileno()
     buf = b""
     while True:
@@ -176,7 +193,7 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any
             deadline = time.monotonic() + max(0.0, start_timeout)
         if deadline is not None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0 or not select([fd], [], [], remaining)[0]:
                 break  # still STARTING after --start-timeout: say so
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -184,10 +201,10 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            msg = json.loads(line)
+            msg = loads(line)
             ev = msg["event"]
-            if decided is not None:  # the worker's transaction is over: let the next start in
-                decided()
+            if decided is not None and ev != "created":  # the target runs (or never will): a
+                decided()  # start waiting at the gate now finds the key RUNNING, or free
                 decided = None
             if ev == "error":
                 raise _error(msg)
@@ -321,7 +338,7 @@ class _Channel:
         if self.fd is None:
             return
         try:
-            os.write(self.fd, json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+            os.write(self.fd, dumps(doc).encode() + b"\n")
         except OSError:  # the starter is gone (async start returned, or it was killed): fine
             self.close()
 
