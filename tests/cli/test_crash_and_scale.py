@@ -52,7 +52,7 @@ def test_signal_to_wrapper_interrupts_and_kills_the_whole_group(cli, wait_until,
     h = cli.history("victim")
     assert len(h) == 1
     assert (h[0]["status"], h[0]["outcome"], h[0]["exit_code"]) == ("INTERRUPTED", "ABORTED", code)
-    assert any(a["action"] == "interrupt" and sig.name in (a["by"] or "") for a in h[0]["actions"])
+    assert any(a["action"] == "interrupted" and sig.name in (a["by"] or "") for a in h[0]["actions"])
     assert cli.ps() == []
 
 

@@ -36,7 +36,7 @@ def test_stop(cli, opts, status):
     assert [(x["instance_id"], x["status"], x["outcome"]) for x in h] == [
         (r["instance_id"], status, "ABORTED")]
     actions = h[0]["actions"]
-    assert [a["action"] for a in actions] == ["interrupt" if opts else "stop"]
+    assert [a["action"] for a in actions] == ["interrupted" if opts else "stopped"]
     assert "taro" in actions[0]["by"]
 
 

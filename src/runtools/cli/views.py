@@ -48,4 +48,10 @@ def status_text(r: RunRecord) -> str:
         parts.append(f"⚠ {r.warnings[-1]}" + (f" (+{len(r.warnings) - 1})" if len(r.warnings) > 1 else ""))
     if not r.active and r.error and r.status and r.status.value not in ("COMPLETED",):
         parts.append(r.error)
+    for a in r.actions:  # who released, approved, stopped ... (denials already say it in `error`)
+        text = f"{a.get('action')} by {a.get('by') or 'unknown'}"
+        if a.get("reason"):
+            text += f": {a['reason']}"
+        if not any(text in p for p in parts):
+            parts.append(text)
     return "  ".join(parts)

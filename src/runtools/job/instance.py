@@ -111,7 +111,7 @@ class JobRun:
     def stop(self, interrupt: bool = False, by: str | None = None, signum: int | None = None) -> None:
         """Ask the run to stop: STOPPED (or INTERRUPTED); a run not yet executing ends CANCELLED."""
         status = Status.INTERRUPTED if interrupt else Status.STOPPED
-        self.ctx.record_action("interrupt" if interrupt else "stop", by)
+        self.ctx.record_action("interrupted" if interrupt else "stopped", by)
         self.ctx.request_stop(status, 128 + signum if signum else None)
 
     def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
