@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from installed import compile_runtools, installed_env
+
 BIN = Path(sys.executable).parent
 
 
@@ -128,8 +130,9 @@ def main() -> None:
     a = ap.parse_args()
     home = tempfile.mkdtemp(prefix="coord-bench-")
     runtime = tempfile.mkdtemp(prefix="cb-", dir="/tmp")
-    env = env_vars(home, runtime)
+    env = installed_env(env_vars(home, runtime))
     os.environ.update(RUNTOOLS_HOME=home, XDG_RUNTIME_DIR=runtime)
+    compile_runtools()
     try:
         print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}")
         f = floor(env)

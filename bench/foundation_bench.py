@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from installed import compile_runtools, installed_env
+
 BIN = Path(sys.executable).parent
 RUN = str(BIN / "run")
 TARO = str(BIN / "taro")
@@ -278,7 +280,9 @@ def main() -> None:
     env = dict(os.environ, RUNTOOLS_HOME=str(tmp / "home"), XDG_RUNTIME_DIR=str(runtime),
                XDG_CONFIG_HOME=str(tmp / "config"))
     env.pop("RUNTOOLS_ENV", None)
+    env = installed_env(env)
     os.environ.update(env)
+    compile_runtools()
     try:
         print("wrapper overhead ...", file=sys.stderr)
         ov = overhead(env, a.repeat)
