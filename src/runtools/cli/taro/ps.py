@@ -33,8 +33,24 @@ def run(args: argparse.Namespace) -> int:
     from runtools.model.durations import human_duration
 
     rows = [
-        [r.job_id, r.run_id, local_time(r.created_at), human_duration(r.duration), state_text(r), status_text(r)]
+        [r.job_id, r.run_id, local_time(r.created_at), human_duration(r.duration), state_text(r),
+         "  ".join(x for x in (_orphan_note(r), status_text(r)) if x)]
         for r in runs
     ]
     sys.stdout.write(render(["JOB", "RUN ID", "CREATED", "EXEC TIME", "STATE", "STATUS"], rows))
     return 0
+
+
+def _orphan_note(r) -> str:
+    """A run whose wrapper was killed stays active while its command still runs: say so."""
+    import os
+
+    if r.pid is None or r.host != os.uname().nodename or r.child_pid is None:
+        return ""
+    try:
+        os.kill(r.pid, 0)
+    except ProcessLookupError:
+        return f"wrapper gone (killed?); command pid {r.child_pid} still running"
+    except OSError:
+        pass
+    return ""
