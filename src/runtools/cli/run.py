@@ -242,7 +242,16 @@ def execute(a: Args, argv: list[str]) -> int:
                 return 0
             from runtools.job.waiting import wait_for_end
 
-            return exit_code_for(wait_for_end(env, result.run))
+            existing = result.run
+            if existing.active:
+                sys.stderr.write(f"run: run key {existing.run_key} is held by {existing.instance_id}: waiting for it\n")
+                existing = wait_for_end(env, existing)
+            else:
+                sys.stderr.write(
+                    f"run: run key {existing.run_key} already ran ({existing.instance_id} {existing.status}): "
+                    f"not run again; `taro unlock {existing.run_key}` allows one more run\n"
+                )
+            return exit_code_for(existing)
         _explain(result.run)
         return result.exit_code
 
