@@ -170,6 +170,8 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
     """Mark ABORTED first (so a strict start sees the key consumed), then TERM the target's
     process group and the worker, KILL what is left after `grace`. Never signals a process
     that merely reuses a recorded pid: the start time must match."""
+    from _signal import SIGKILL, SIGTERM  # (`signal` imports enum: kept off every command's path)
+
     now = time.time()
     with env.transaction() as tx:
         rec = fresh(tx, resolve(tx, run_key, job_id))
@@ -180,8 +182,6 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
         rec.extra["abort_reason"] = reason
         rec.actions.append({"action": "abort", "by": by, "at": now, "reason": reason})
         tx.update(rec)
-    import signal  # (imports enum: kept off the other commands' path)
-
     from runtools.model.events import Event
 
     env.publish(Event("stopped", rec, now, {"by": by, "reason": reason}))
@@ -189,14 +189,14 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
     target = _Proc.open(rec.child_pid, rec.child_start)
     worker = _Proc.open(rec.pid, rec.extra.get("worker_start"))
     sent = {
-        "sent_term_target": target.signal_group(signal.SIGTERM),
-        "sent_term_worker": worker.signal(signal.SIGTERM),
+        "sent_term_target": target.signal_group(SIGTERM),
+        "sent_term_worker": worker.signal(SIGTERM),
     }
     _wait_gone([target, worker], grace)
-    sent["sent_kill_target"] = target.alive() and target.signal_group(signal.SIGKILL)
+    sent["sent_kill_target"] = target.alive() and target.signal_group(SIGKILL)
     if sent["sent_kill_target"]:
         _wait_gone([worker], WORKER_RECORD_S)  # let the worker record the end it now sees
-    sent["sent_kill_worker"] = worker.alive() and worker.signal(signal.SIGKILL)
+    sent["sent_kill_worker"] = worker.alive() and worker.signal(SIGKILL)
     _wait_gone([target, worker], 2.0)
     target.close()
     worker.close()
