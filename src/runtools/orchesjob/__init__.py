@@ -23,6 +23,17 @@ def logs_dir(home: str) -> str:
     return os.path.join(home, "logs")
 
 
+def lock_timeout() -> float:
+    """$ORCHESJOB_LOCK_TIMEOUT in seconds (default 10); UsageError if it is not a number."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        from runtools.errors import UsageError
+
+        raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10") from None
+
+
 def open_env(home: str | None = None):  # -> LocalEnvironment
     """The environment in $ORCHESJOB_HOME (created 0700, with logs/ 0700; database orchesjob.db).
 
@@ -31,14 +42,9 @@ def open_env(home: str | None = None):  # -> LocalEnvironment
     """
     from runtools.env.local import LocalEnvironment, store
     from runtools.env.local.paths import ensure_private_dir
-    from runtools.errors import UsageError
 
     home = home or home_dir()
-    raw = os.environ.get(LOCK_TIMEOUT_ENV)
-    try:
-        timeout = float(raw) if raw else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
-        raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10") from None
+    timeout = lock_timeout()
     if hasattr(store, "BUSY_TIMEOUT_S"):
         store.BUSY_TIMEOUT_S = max(0.0, timeout)
     ensure_private_dir(home)

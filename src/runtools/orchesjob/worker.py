@@ -61,17 +61,26 @@ def start(
     home = home_dir()
     gate = None
     if rerun_of is None:
-        env = open_env(home)
-        try:
-            held = _holder(env, run_key, strict)
-            while held is None:
-                gate, waited = _enter_gate(home, run_key)
-                if not waited:
-                    break  # the gate is ours: we start the worker
-                held = _holder(env, run_key, strict)  # the start ahead of us got its answer
-        finally:
-            env.close()
+        from runtools.orchesjob import lock_timeout
+        from runtools.orchesjob.peek import live_holder
+
+        lock_timeout()  # a bad $ORCHESJOB_LOCK_TIMEOUT is an error here too, as for every command
+        if not os.path.isdir(logs_dir(home)):
+            open_env(home).close()  # the first start in this home: create it (0700) before its gates
+        held = live_holder(home, run_key)  # the common retry: one read, no environment
+        while held is None:
+            gate, waited = _enter_gate(home, run_key)
+            if not waited:
+                break  # the gate is ours: we start the worker (unless strict finds the key used)
+            held = live_holder(home, run_key)  # the start ahead of us got its answer
+        if held is None and strict:
+            env = open_env(home)
+            try:
+                held = _holder(env, run_key, strict)
+            finally:
+                env.close()
         if held is not None:  # no need for a worker: the key is taken, as of this read
+            _leave_gate(gate)
             return Started(_wait_existing(home, held, sync, start_timeout), True)
     job_id = uuid4()
     _prepare_imports()
