@@ -166,17 +166,21 @@ def floor(repeat: int) -> float:
     return statistics.median(once() for _ in range(repeat))
 
 
-def burst_floor(repeat: int) -> float:
-    """32 simultaneous interpreters that only import json and sqlite3: no Python CLI on
-    SQLite can answer 32 simultaneous starts faster than this."""
+def burst_floor(repeat: int, code: str) -> float:
+    """32 simultaneous interpreters running `code`: with `pass`, no Python CLI can answer 32
+    simultaneous starts faster than this."""
     def once() -> float:
         t0 = time.perf_counter()
-        ps = [subprocess.Popen([sys.executable, "-c", "import json, sqlite3"]) for _ in range(32)]
+        ps = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(32)]
         for p in ps:
             p.wait()
         return time.perf_counter() - t0
 
     return statistics.median(once() for _ in range(repeat))
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -192,9 +196,12 @@ def main() -> None:
         ("status --run-key, 50k rows", lambda exe, home, p: bench_status(exe, home, a.repeat, p, 50_000)),
         ("32 simultaneous starts, one key", lambda exe, home, p: bench_race(exe, home, max(3, a.repeat // 2))),
     ]
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; floor (python -c pass): "
-          f"{floor(a.repeat) * 1000:.1f} ms")
-    print(f"floor of the race (32 x python -c 'import json, sqlite3' at once): {burst_floor(a.repeat) * 1000:.0f} ms")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; load average {load()}; "
+          f"floor (python -c pass): {floor(a.repeat) * 1000:.1f} ms")
+    bare = burst_floor(a.repeat, "pass")
+    with_imports = burst_floor(a.repeat, "import json, sqlite3")
+    print(f"floor of the race: 32 x python -c pass at once {bare * 1000:.0f} ms; "
+          f"32 x python -c 'import json, sqlite3' at once {with_imports * 1000:.0f} ms")
     print()
     print("| scenario | runtools orchesjob | real orchesjob 1.1.0 | ratio |")
     print("|---|---:|---:|---:|")
@@ -206,6 +213,7 @@ def main() -> None:
         ratio = f"{theirs / ours:.1f}x" if theirs else "n/a"
         theirs_s = f"{theirs * 1000:.0f} ms" if theirs else "not installed"
         print(f"| {name} | {ours * 1000:.0f} ms | {theirs_s} | {ratio} |", flush=True)
+    print(f"\nload average at the end: {load()}")
 
 
 if __name__ == "__main__":
