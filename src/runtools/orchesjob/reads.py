@@ -1,11 +1,12 @@
-"""Reads for orchesjob's hot paths (status, logs, a start that finds its key held).
+"""Reads for orchesjob's status, logs and strict starts.
 
-`Reader` reads the local environment's rows like a transaction's `get`/`find`/`active_runs`/
-`get_setting`, but decoded by `runtools.model.jsonenc.loads`, so neither `json` nor `re` is imported (each
-costs a few milliseconds of a command whose own work is about one). Given the transaction it
-reads in (`Reader(env, tx)`) it sees that transaction's snapshot and reaps through it;
-without one, each read sees a committed snapshot and a run found with a dead lease is ended
-LOST through the environment as usual.
+`Reader` reads the local environment's rows like a transaction's `get`, `find`, `active_runs`
+and `get_setting`, but decodes them with `runtools.model.jsonenc.loads` and matches without
+`runtools.model.criteria`, so neither `json` nor `re` is imported (each costs a few
+milliseconds of a command whose own work is about one). Given the transaction it reads in
+(`Reader(env, tx)`) it sees that transaction's snapshot and reaps through it; without one,
+each read sees a committed snapshot and a run found with a dead lease is ended LOST through
+the environment as usual.
 """
 
 from __future__ import annotations
