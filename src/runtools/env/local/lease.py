@@ -13,6 +13,11 @@ import os
 from runtools.env.base import Lease
 
 
+def lease_path(env_dir: str, instance_id: str) -> str:
+    """Where the lease of a run lives (instance ids are validated: safe as file names)."""
+    return os.path.join(env_dir, "leases", instance_id)
+
+
 class FileLease(Lease):
     def __init__(self, path: str) -> None:
         self.path = path

@@ -1,0 +1,261 @@
+"""LocalEnvironment: the Environment contract over SQLite, flock leases and Unix sockets."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import time
+
+from runtools.env.base import Environment, Tx
+from runtools.env.local import control as _control
+from runtools.env.local import store
+from runtools.env.local.events import EventBus
+from runtools.env.local.lease import FileLease, lease_alive, lease_path, wait_released
+from runtools.env.local.paths import ensure_private_dir, runtime_dir, short_name
+from runtools.env.local.store import sqlite3
+from runtools.errors import BackendError
+from runtools.model.events import Event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from runtools.env.base import ControlEndpoint, ControlHandler, Lease, RunQuery, Subscription
+    from runtools.model.run import RunRecord
+
+DB_NAMES = ("runs.db", "orchesjob.db")
+
+
+class LocalTx(Tx):
+    def __init__(self, env: LocalEnvironment, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.env = env
+        self.conn = conn
+
+    def active_runs(self) -> list[RunRecord]:
+        out = []
+        now = time.time()
+        for (data,) in self.conn.execute(store.ACTIVE).fetchall():
+            r = store.record_from_row(data)
+            if self.env.lease_alive(r):
+                out.append(r)
+            else:
+                self.update(store.mark_lost(r, now))
+                self.publish_after_commit(Event("ended", r, now))
+                self.env._remove_leftovers(r)
+        return out
+
+    def get(self, instance_id: str) -> RunRecord | None:
+        row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
+        return store.record_from_row(row[0]) if row else None
+
+    def find(self, query: RunQuery) -> list[RunRecord]:
+        return store.find(self.conn, query)
+
+    def insert(self, run: RunRecord) -> None:
+        self.conn.execute(store.INSERT, store.row_values(run))
+
+    def update(self, run: RunRecord) -> None:
+        self.conn.execute(store.UPDATE, (*store.row_values(run), run.instance_id))
+
+    def delete(self, instance_id: str) -> None:
+        self.conn.execute("DELETE FROM runs WHERE instance_id=?", (instance_id,))
+
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key)).fetchone()
+        if not row:
+            return None
+        return store.loads(row[0])
+
+    def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM settings WHERE kind=? AND key=?", (kind, key))
+        else:
+            self.conn.execute(
+                "INSERT INTO settings (kind, key, value) VALUES (?,?,?) "
+                "ON CONFLICT(kind, key) DO UPDATE SET value=excluded.value",
+                (kind, key, store.dumps(value)),
+            )
+
+    def settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,)).fetchall()
+        if not rows:
+            return {}
+        return {k: store.loads(v) for k, v in rows}
+
+
+class _Transaction:
+    """`with env.transaction() as tx`: BEGIN IMMEDIATE ... COMMIT, then publish tx.events.
+    (A class, not @contextmanager: contextlib is a measurable import on the hot path.)"""
+
+    __slots__ = ("env", "tx")
+
+    def __init__(self, env: LocalEnvironment) -> None:
+        self.env = env
+        self.tx: LocalTx | None = None
+
+    def __enter__(self) -> LocalTx:
+        env = self.env
+        env._lock.acquire()
+        try:
+            conn = env.conn
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            env._lock.release()
+            raise BackendError(f"environment {env.name} is busy ({e}): try again") from None
+        except BaseException:
+            env._lock.release()
+            raise
+        self.tx = LocalTx(env, conn)
+        return self.tx
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        env = self.env
+        conn = env._conn
+        try:
+            if exc_type is not None:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise BackendError(f"cannot write to {env.db_path}: {e}") from None
+        finally:
+            env._lock.release()
+        for ev in self.tx.events:
+            env.publish(ev)
+
+
+class LocalEnvironment(Environment):
+    def __init__(self, directory: str, name: str | None = None, db_name: str | None = None) -> None:
+        self.dir = ensure_private_dir(directory)
+        self.name = name or directory
+        if db_name is None:
+            db_name = next((n for n in DB_NAMES if os.path.exists(os.path.join(self.dir, n))), DB_NAMES[0])
+        self.db_path = os.path.join(self.dir, db_name)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = _thread.RLock()
+        self._runtime: str | None = None
+        self._bus: EventBus | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = store.connect(self.db_path)
+        return self._conn
+
+    @property
+    def runtime(self) -> str:
+        if self._runtime is None:
+            self._runtime = runtime_dir(self.dir)
+        return self._runtime
+
+    @property
+    def bus(self) -> EventBus:
+        if self._bus is None:
+            self._bus = EventBus(self.runtime)
+        return self._bus
+
+    def _lease_path(self, r: RunRecord) -> str:
+        return lease_path(self.dir, r.instance_id)
+
+    def _control_path(self, instance_id: str) -> str:
+        d = os.path.join(self.runtime, "c")
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.path.join(d, short_name(instance_id))
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        with self._lock:
+            try:
+                return store.find(self.conn, query)
+            except sqlite3.OperationalError as e:
+                raise BackendError(f"cannot read {self.db_path}: {e}") from None
+
+    def get_run(self, instance_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
+        return store.record_from_row(row[0]) if row else None
+
+    def active_runs(self, matcher: Any = None) -> list[RunRecord]:
+        """Read without the write lock; take it only when a dead lease needs reaping."""
+        with self._lock:
+            rows = self.conn.execute(store.ACTIVE).fetchall()
+        runs = [store.record_from_row(d) for (d,) in rows]
+        if not all(self.lease_alive(r) for r in runs):
+            with self.transaction() as tx:
+                runs = tx.active_runs()
+        return [r for r in runs if matcher is None or matcher(r)]
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def lease(self, run: RunRecord) -> Lease:
+        try:
+            return FileLease(self._lease_path(run))
+        except FileNotFoundError:
+            os.makedirs(os.path.join(self.dir, "leases"), mode=0o700, exist_ok=True)
+            return FileLease(self._lease_path(run))
+
+    def _remove_leftovers(self, run: RunRecord) -> None:
+        """A dead run's lease file and control socket: nobody will remove them otherwise."""
+        for path in (self._lease_path(run), self._control_path(run.instance_id)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def lease_alive(self, run: RunRecord) -> bool:
+        return lease_alive(self._lease_path(run))
+
+    def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
+        return wait_released(self._lease_path(run), timeout)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        self.bus.publish(event)
+
+    def subscribe(self) -> Subscription:
+        return self.bus.subscribe()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def serve_control(self, run: RunRecord, handler: ControlHandler) -> ControlEndpoint:
+        return _control.ControlServer(self._control_path(run.instance_id), handler, {"stdout": 0, "stderr": 0})
+
+    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        return _control.request(self._control_path(instance_id), instance_id, request, timeout)
+
+    def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
+        return _control.follow(self._control_path(instance_id), instance_id)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def output_paths(self, run: RunRecord) -> tuple[str, str]:
+        d = os.path.join(self.dir, "output", run.job_id)
+        if not os.path.isdir(d):
+            ensure_private_dir(d)
+        base = os.path.join(d, run.run_id)
+        return base + ".stdout", base + ".stderr"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._bus is not None:
+            self._bus.close()
