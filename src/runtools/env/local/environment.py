@@ -142,6 +142,7 @@ class LocalEnvironment(Environment):
             db_name = next((n for n in DB_NAMES if os.path.exists(os.path.join(self.dir, n))), DB_NAMES[0])
         self.db_path = os.path.join(self.dir, db_name)
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
         self._lock = _thread.RLock()
         self._runtime: str | None = None
         self._bus: EventBus | None = None
@@ -151,6 +152,8 @@ class LocalEnvironment(Environment):
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
+            if self._closed:
+                raise BackendError(f"environment {self.name} was closed")
             self._conn = store.connect(self.db_path)
         return self._conn
 
@@ -254,8 +257,13 @@ class LocalEnvironment(Environment):
         return base + ".stdout", base + ".stderr"
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the database connection. Under the lock: a helper thread (a lease watcher
+        reaping a LOST run, say) may be using it, and closing it under a running statement
+        would be a use-after-free in SQLite. Afterwards the environment refuses further use."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         if self._bus is not None:
             self._bus.close()
