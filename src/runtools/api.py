@@ -41,7 +41,7 @@ def run(
     this process's stdout/stderr when `terminal=True`.
     """
     owned = not isinstance(env, Environment)
-    environment_ = open_environment(env) if owned else env  # type: ignore[arg-type]
+    environment_ = env if isinstance(env, Environment) else open_environment(env)
     try:
         if callable(target):
             if job_id is None:
@@ -49,7 +49,7 @@ def run(
             spec = JobSpec(job_id=job_id, terminal=terminal, bypass_output=True, **options)
             phase = FunctionPhase(target, *args)
             result = build_run(environment_, spec, execution=phase).run()
-            result.value = phase.result  # type: ignore[attr-defined]
+            result.value = phase.result
             return result
         if args:
             raise TypeError("extra positional arguments are only for callables; put them in the command list")

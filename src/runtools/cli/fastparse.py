@@ -113,9 +113,10 @@ class FastParser:
             if arg.startswith("-") and arg != "-" and not _negative_number(arg):
                 block_ended = bool(free)
                 name, eq, inline = arg.partition("=")
-                spec = self._options.get(name)
-                if spec is None or name in ("-h", "--help"):
+                found = self._options.get(name)
+                if found is None or name in ("-h", "--help"):
                     raise _Fallback
+                spec = found
                 if spec["action"] == "store_true":
                     if eq:
                         raise _Fallback

@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = _parser_class(prog=PROG, description="Lightweight idempotent one-shot job runner (on runtools)")
     p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    sub = p.add_subparsers(dest="subcommand", required=True, parser_class=_parser_class)
+    sub = p.add_subparsers(dest="subcommand", required=True, parser_class=_parser_class)  # type: ignore[call-overload]
 
     s = sub.add_parser("start", help="start a job, or return the one that holds the run key")
     s.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY", help="idempotency key")

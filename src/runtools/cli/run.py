@@ -16,6 +16,7 @@ from runtools.errors import RuntoolsError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 EXIT_WRAPPER_FAILED = 125
 NOTIFY_FD_ENV = "RUNTOOLS_NOTIFY_FD"
@@ -57,6 +58,30 @@ _BY_FLAG = {flag: opt for opt in OPTIONS for flag in opt[0]}
 
 class Args:
     """Parsed `run job` options (attribute access like argparse's Namespace)."""
+
+    env: str | None
+    job_id: str | None
+    run_id: str | None
+    tag: list[str]
+    bypass_output: bool
+    detach: bool
+    timeout: str | None
+    kill_after: str | None
+    time_warn: str | None
+    output_warn: list[str]
+    mutual_exclusion: bool
+    excl_group: str | None
+    serial: bool
+    max_concurrent: int | None
+    queue_group: str | None
+    pending: str | None
+    approval: str | None
+    pending_timeout: str | None
+    requires: list[str]
+    after: list[str]
+    after_timeout: str | None
+    run_key: str | None
+    strict: bool
 
     def __init__(self) -> None:
         for _flags, dest, kind, *_ in OPTIONS:
@@ -140,7 +165,7 @@ def help_parser(prog: str = "run job") -> argparse.ArgumentParser:
 
 
 def add_job_options(p: argparse.ArgumentParser) -> None:
-    groups = {"": p}
+    groups: dict[str, Any] = {"": p}
     for flags, dest, kind, metavar, text, group in OPTIONS:
         g = groups.get(group) or groups.setdefault(group, p.add_argument_group(group))
         if kind == "flag":

@@ -13,6 +13,7 @@ service's waiting set and is re-asked only while the service could run it.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import inspect
 import logging
@@ -100,7 +101,7 @@ class Cue:
         self._task_async: dict[str, bool] = {}
         self._entries: dict[str, Entry] = {}
         self._orphans: dict[str, dict[str, Entry]] = {}
-        self._inbox: list[Entry] = []
+        self._inbox: builtins.list[Entry] = []
         self._dirty: set[ServiceState] = set()
         self._in_hand: Entry | None = None  # popped from a heap, not yet placed
         self._seq = 0
@@ -407,7 +408,7 @@ class Cue:
                 entry.entered = True
                 self._release(entry)
 
-    def debug_blocked(self) -> list[dict[str, Any]]:
+    def debug_blocked(self) -> builtins.list[dict[str, Any]]:
         """Why pending work is not running: `not_ready`, `service_full`, `rate_limited`, `unknown_task`."""
         now = self._now()
         out: list[dict[str, Any]] = []
@@ -460,7 +461,7 @@ class Cue:
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
-    def _all_services(self) -> list[ServiceState]:
+    def _all_services(self) -> builtins.list[ServiceState]:
         return [*self._services.values(), self._unlimited]
 
     def _svc_for(self, tt: TaskType) -> ServiceState:
@@ -514,7 +515,7 @@ class Cue:
             self._inbox[:0] = [e for e in inbox if e.where == AT_INBOX]
             raise
 
-    async def _drain(self, inbox: list[Entry]) -> None:
+    async def _drain(self, inbox: builtins.list[Entry]) -> None:
         task_types = self._task_types
         prio_cb = self._priority
         dirty = self._dirty

@@ -1,8 +1,8 @@
 """Environments: where runs coordinate and are recorded (DESIGN §3).
 
 `open_environment(name)` picks the backend: `memory`, a path (contains `/`) to a local
-environment directory, `postgres://...` / `postgresql://...` (see runtools.env.postgres), or
-the name of a local environment under $RUNTOOLS_HOME (default `local`, or $RUNTOOLS_ENV).
+environment directory, or the name of a local environment under $RUNTOOLS_HOME (default
+`local`, or $RUNTOOLS_ENV). The contract (env/base.py) is shaped for a PostgreSQL backend too.
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ def open_environment(name: str | None = None) -> Environment:
 
         return MemoryEnvironment()
     if name.startswith(("postgres://", "postgresql://")):
-        try:
-            from runtools.env.postgres import PostgresEnvironment  # type: ignore[import-not-found]
-        except ImportError:
-            from runtools.errors import UsageError
+        from runtools.errors import UsageError
 
-            raise UsageError("the postgres environment is not available in this build") from None
-        return PostgresEnvironment(name)
+        raise UsageError("PostgreSQL environments are not available in this version: use a local environment")
     from runtools.env.local import LocalEnvironment
     from runtools.env.local.paths import env_dir
 

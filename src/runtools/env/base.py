@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 TYPE_CHECKING = False  # no `typing`/`contextlib`/`dataclasses` on the hot path of `run job`
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from runtools.model.criteria import RunMatcher
@@ -140,7 +140,10 @@ class Subscription(ABC):
         self.close()
 
 
-ControlHandler = "Callable[[dict[str, Any]], dict[str, Any]]"
+if TYPE_CHECKING:
+    ControlHandler = Callable[[dict[str, Any]], dict[str, Any]]
+else:
+    ControlHandler = "Callable[[dict[str, Any]], dict[str, Any]]"  # annotations only
 
 
 class ControlEndpoint(ABC):

@@ -146,8 +146,8 @@ class JobRun:
                 return RunResult(rec, exit_code_for(rec))
             endpoint = env.serve_control(rec, self._on_control)
             ctx.endpoint = endpoint
-            status, code = self._run_phases()
-            self._finish(status, code)
+            status, run_code = self._run_phases()
+            self._finish(status, run_code)
             return RunResult(rec, exit_code_for(rec))
         finally:
             restore()
@@ -190,7 +190,7 @@ class JobRun:
         except PhaseEnd as e:
             if e.status not in (Status.COMPLETED, Status.SKIPPED):
                 rec.error = rec.error or str(e)
-            return e.status, e.exit_code
+            return e.status, e.run_exit_code
         except Exception as e:  # a bug or a backend failure must still end the run honestly
             rec.error = f"{type(e).__name__}: {e}"
             return Status.ERROR, EXIT_WRAPPER_FAILED

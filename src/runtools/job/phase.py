@@ -31,7 +31,7 @@ class PhaseEnd(RuntoolsError):
     def __init__(self, status: Status, message: str | None = None, exit_code: int | None = None) -> None:
         super().__init__(message or status.value)
         self.status = status
-        self.exit_code = exit_code
+        self.run_exit_code = exit_code  # the run's exit code, when the phase decides it
 
 
 class Admit:
@@ -181,7 +181,7 @@ class RunContext:
 
         t = threading.Thread(target=feed, daemon=True, name="wait-events")
         t.start()
-        self._watched: set[str] = set()
+        self._watched = set()
         try:
             while True:
                 self._check_stop()

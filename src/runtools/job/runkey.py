@@ -19,10 +19,15 @@ from runtools.job.phase import AdmissionPhase, Admit
 
 TYPE_CHECKING = False  # keep `typing` off the hot path
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
 
     from runtools.env.base import Tx
     from runtools.model.run import RunRecord
+
+    class SettingsReader(Protocol):
+        """A Tx, or any reader of its settings (orchesjob's fast reader)."""
+
+        def get_setting(self, kind: str, key: str) -> dict[str, Any] | None: ...
 
 UNLOCK = "unlock"  # setting kind of strict overrides
 
@@ -52,7 +57,7 @@ def latest_of_key(tx: Tx, key: str) -> RunRecord | None:
     return runs[0] if runs else None
 
 
-def valid_override(tx: Tx, key: str, now: float | None = None) -> dict[str, Any] | None:
+def valid_override(tx: SettingsReader, key: str, now: float | None = None) -> dict[str, Any] | None:
     """The pending (unused, unexpired) strict override of `key`, if any."""
     o = tx.get_setting(UNLOCK, key)
     if o is None:

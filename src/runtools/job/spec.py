@@ -95,12 +95,9 @@ class JobSpec:
 def admission_phases(spec: JobSpec) -> list[AdmissionPhase]:
     """Phases decided in the creating transaction: disabled-check, then the run-key claim."""
     out: list[AdmissionPhase] = []
-    try:
-        from runtools.job.coordination import DisabledCheck
-    except ImportError:
-        DisabledCheck = None
-    if DisabledCheck is not None:
-        out.append(DisabledCheck())
+    from runtools.job.coordination import DisabledCheck
+
+    out.append(DisabledCheck())
     if spec.run_key is not None:
         from runtools.job.runkey import RunKeyClaim
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 class _NamesMeta(type):
+    _members: dict[str, Names]
     def __iter__(cls):
         return iter(cls._members.values())
 

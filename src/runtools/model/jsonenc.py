@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from _json import encode_basestring_ascii as _str
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def dumps(value: object, indent: int | None = None) -> str:
     out: list[str] = []
@@ -131,13 +135,13 @@ _scan = None
 _WS = " \t\n\r"
 
 
-def loads(s: str | bytes) -> object:
+def loads(s: str | bytes) -> Any:
     """`json.loads(s)` for a document (raises ValueError on invalid input)."""
     global _scan
     if _scan is None:
         from _json import make_scanner
 
-        _scan = make_scanner(_Context())
+        _scan = make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed like JSONDecoder
     if isinstance(s, bytes | bytearray):
         s = s.decode()
     start = len(s) - len(s.lstrip(_WS))

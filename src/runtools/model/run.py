@@ -121,7 +121,7 @@ class RunRecord:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunRecord) and self.to_dict() == other.to_dict()
 
-    __hash__ = None  # type: ignore[assignment] - mutable
+    __hash__ = None  # type: ignore[assignment]  # records are mutable
 
     def __repr__(self) -> str:
         return f"RunRecord({self.instance_id}, {self.stage}, state={self.state}, status={self.status})"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from runtools.model._names import Names
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type checkers see ordinary str enums: members are instances of their class
+    from enum import StrEnum as Names
+else:
+    from runtools.model._names import Names
 
 
 class Stage(Names):

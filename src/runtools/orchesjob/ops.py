@@ -249,7 +249,7 @@ class _Proc:
 
     def signal_group(self, sig: int) -> bool:
         """Signal the process group the target leads (it was started as a group leader)."""
-        if not self.alive():
+        if self.pid is None or not self.alive():
             return False
         try:
             os.killpg(self.pid, sig)

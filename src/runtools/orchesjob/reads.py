@@ -62,7 +62,7 @@ class Reader:
             plain = RunQuery.__new__(RunQuery)
             for name in RunQuery.__slots__:
                 setattr(plain, name, getattr(q, name))
-            plain._matcher = _ALL
+            plain._matcher = _ALL  # type: ignore[assignment]  # matches all, without criteria
             q = plain
         sql, params = store.query_sql(q)
         match = q.matcher

@@ -19,6 +19,7 @@ import os
 import time
 
 from runtools.errors import NotFoundError, RuntoolsError, StateError
+from runtools.job.phase import AdmissionPhase, Phase
 from runtools.model.jsonenc import dumps, loads
 from runtools.model.run import RunRecord
 from runtools.model.status import Status
@@ -313,7 +314,7 @@ def _worker(
         else:
             admission = [*admission_phases(JobSpec(command=command)), RerunClaim(run_key, rerun_of)]
         job = JobRun(
-            env,
+            env,  # type: ignore[arg-type]  # a proxy of the environment (see _WorkerEnv)
             JOB,
             ProgramPhase(command, terminal=False, kill_after=5.0),
             phases=[_LogFiles()],
@@ -363,7 +364,7 @@ class _Channel:
             os.close(fd)
 
 
-class _LogFiles:
+class _LogFiles(Phase):
     """Create the job's log files before the target starts, so their paths exist once it runs."""
 
     name = "log-files"
@@ -377,7 +378,7 @@ class _LogFiles:
         return None
 
 
-class RerunClaim:
+class RerunClaim(AdmissionPhase):
     """`rerun`: a new run of the key whatever strict says, refused while any run of it is active."""
 
     name = "rerun"

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             except (NotFoundError, StopIteration):
                 follow = None
         for s in _streams(args):
-            lines = last_lines(paths[s], args.lines, offsets.get(s) if follow else None)
+            path = paths[s]
+            lines = last_lines(path, args.lines, offsets.get(s) if follow else None) if path else []
             if lines:
                 emit(args, s, b"\n".join(lines) + b"\n", r.instance_id)
         if follow is None:

@@ -11,10 +11,16 @@ store or the leases (orchesjob's fast paths) does not import sockets, events and
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runtools.env.local.environment import DB_NAMES, LocalEnvironment, LocalTx
+
 __all__ = ["DB_NAMES", "LocalEnvironment", "LocalTx"]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     if name in __all__:
         from runtools.env.local import environment
 

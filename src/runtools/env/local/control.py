@@ -69,7 +69,7 @@ class ControlServer(ControlEndpoint):
     def _serve(self) -> None:
         while True:
             try:
-                fd, _ = self.sock._accept()
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]  # _socket's accept
             except OSError:
                 return
             _thread.start_new_thread(self._handle, (socket(AF_UNIX, SOCK_STREAM, 0, fd),))

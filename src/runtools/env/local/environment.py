@@ -113,6 +113,8 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         env = self.env
         conn = env._conn
+        tx = self.tx
+        assert conn is not None and tx is not None  # __enter__ succeeded
         try:
             if exc_type is not None:
                 try:
@@ -130,7 +132,7 @@ class _Transaction:
                 raise BackendError(f"cannot write to {env.db_path}: {e}") from None
         finally:
             env._lock.release()
-        for ev in self.tx.events:
+        for ev in tx.events:
             env.publish(ev)
 
 

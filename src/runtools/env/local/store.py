@@ -14,6 +14,12 @@ from runtools.model.jsonenc import dumps, loads
 from runtools.model.run import RunRecord
 from runtools.model.status import Stage, Status
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runtools.env.base import RunQuery
+
 
 def _import_sqlite():
     """The C module `_sqlite3`, imported without dragging in `functools` and `collections`.
@@ -45,16 +51,13 @@ def _import_sqlite():
     return _sqlite3
 
 
-try:
-    sqlite3 = _import_sqlite()
-except ImportError:  # pragma: no cover - a Python without the C module
-    import sqlite3  # type: ignore[no-redef]
-
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
-    from runtools.env.base import RunQuery
+    import sqlite3
+else:
+    try:
+        sqlite3 = _import_sqlite()
+    except ImportError:  # pragma: no cover - a Python without the C module
+        import sqlite3
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
