@@ -46,7 +46,7 @@ def status_text(r: RunRecord) -> str:
         parts.append(prog)
     if r.warnings:
         parts.append(f"⚠ {r.warnings[-1]}" + (f" (+{len(r.warnings) - 1})" if len(r.warnings) > 1 else ""))
-    if not r.active and r.error and r.status and r.status.value not in ("COMPLETED",):
+    if not r.active and r.error:
         parts.append(r.error)
     for a in r.actions:  # who released, approved, stopped ... (denials already say it in `error`)
         text = f"{a.get('action')} by {a.get('by') or 'unknown'}"

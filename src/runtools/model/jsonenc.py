@@ -149,6 +149,10 @@ def loads(s: str | bytes) -> Any:
         value, end = _scan(s, start)
     except StopIteration as e:
         raise ValueError(f"Expecting value: char {e.value}") from None
+    except SystemError:  # some malformed input trips the bare scanner: let json say what is wrong
+        import json
+
+        return json.loads(s)
     if s[end:].strip(_WS):
         raise ValueError(f"Extra data: char {end}")
     return value

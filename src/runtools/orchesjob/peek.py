@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import os
 
+from runtools.env.local import store
 from runtools.env.local.lease import lease_alive, lease_path
 from runtools.env.local.store import sqlite3
-from runtools.model.jsonenc import loads
 from runtools.model.run import RunRecord
 from runtools.orchesjob import DB_NAME
 
 # the active runs of a key, from the partial index of active runs (`+` keeps SQLite off the
 # run_key index, which would walk the key's whole history)
-ACTIVE_OF_KEY = "SELECT data FROM runs WHERE stage != 'ENDED' AND +run_key = ? ORDER BY seq"
+ACTIVE_OF_KEY = f"SELECT {store.ROW} FROM runs WHERE stage != 'ENDED' AND +run_key = ? ORDER BY seq"
 READ_TIMEOUT_S = 0.2  # a reader waits only during WAL recovery; past this, the ordinary way waits
 
 
@@ -38,8 +38,8 @@ def live_holder(home: str, run_key: str) -> RunRecord | None:
             rows = conn.execute(ACTIVE_OF_KEY, (run_key,)).fetchall()
         finally:
             conn.close()
-        for (data,) in rows:
-            run = RunRecord.from_dict(loads(data))
+        for row in rows:
+            run = store.record_from_row(row)
             if lease_alive(lease_path(home, run.instance_id)):
                 return run
     except Exception:  # only a positive answer counts: the ordinary way decides the rest

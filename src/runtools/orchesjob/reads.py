@@ -36,10 +36,6 @@ class _All:
 _ALL = _All()
 
 
-def record(data: str) -> RunRecord:
-    return RunRecord.from_dict(loads(data))
-
-
 class Reader:
     """`get`, `find`, `active_runs`, `get_setting` of a Tx, decoded without `json`."""
 
@@ -54,8 +50,8 @@ class Reader:
             raise BackendError(f"cannot read {self.env.db_path}: {e}") from None
 
     def get(self, instance_id: str) -> RunRecord | None:
-        rows = self._rows("SELECT data FROM runs WHERE instance_id=?", (instance_id,))
-        return record(rows[0][0]) if rows else None
+        rows = self._rows(store.BY_ID, (instance_id,))
+        return store.record_from_row(rows[0]) if rows else None
 
     def find(self, q: RunQuery) -> list[RunRecord]:
         if q._matcher is None:
@@ -66,10 +62,10 @@ class Reader:
             q = plain
         sql, params = store.query_sql(q)
         match = q.matcher
-        return [r for r in (record(d) for (d,) in self._rows(sql, params)) if match is _ALL or match(r)]
+        return [r for r in map(store.record_from_row, self._rows(sql, params)) if match is _ALL or match(r)]
 
     def active_runs(self) -> list[RunRecord]:
-        runs = [record(d) for (d,) in self._rows(store.ACTIVE)]
+        runs = [store.record_from_row(row) for row in self._rows(store.ACTIVE)]
         if all(self.env.lease_alive(r) for r in runs):
             return runs
         # a lease died: that run is ended LOST (in our transaction, or in one of its own)
@@ -78,8 +74,8 @@ class Reader:
     def active_of_key(self, run_key: str) -> list[RunRecord]:
         """The active runs of `run_key` as stored (leases not checked), from the partial index
         of active runs: as cheap with 10k runs of the key in history as with none."""
-        sql = "SELECT data FROM runs WHERE stage != 'ENDED' AND +run_key = ? ORDER BY seq"
-        return [record(d) for (d,) in self._rows(sql, (run_key,))]
+        sql = f"SELECT {store.ROW} FROM runs WHERE stage != 'ENDED' AND +run_key = ? ORDER BY seq"
+        return [store.record_from_row(row) for row in self._rows(sql, (run_key,))]
 
     def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT value FROM settings WHERE kind=? AND key=?", (kind, key))

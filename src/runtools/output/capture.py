@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 MAX_LINE = 64 * 1024
+DISK_FULL_GIVE_BACK = 256 * 1024
 
 
 class StreamCapture:
@@ -53,8 +54,7 @@ class StreamCapture:
             try:
                 self.file.write(data)
             except OSError as e:
-                self.store_error = f"storing {self.name} failed: {e.strerror}; later output was not stored"
-                self._close_file()
+                self._storage_failed(e)
         if self.on_chunk is not None:
             self.on_chunk(self.name, data)
         if self.on_line is None:
@@ -67,6 +67,25 @@ class StreamCapture:
         self.partial = lines.pop()[-MAX_LINE:]
         for line in lines:
             self.on_line(self.name, line[:MAX_LINE])
+
+    def _storage_failed(self, e: OSError) -> None:
+        """Stop storing; the output keeps flowing to the terminal and followers. On a full disk,
+        give back the tail of what was stored, so the run's own record (its end above all) can
+        still be written: a truthful history matters more than the last bytes of output."""
+        import errno
+
+        assert self.file is not None
+        self.store_error = f"storing {self.name} failed: {e.strerror}; later output was not stored"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            try:
+                fd = self.file.fileno()
+                size = os.fstat(fd).st_size
+                os.ftruncate(fd, max(0, size - DISK_FULL_GIVE_BACK))
+                self.store_error += f" (disk full: the last {min(size, DISK_FULL_GIVE_BACK) // 1024} KiB stored were " \
+                    "dropped to leave room for the run's record)"
+            except OSError:
+                pass
+        self._close_file()
 
     def close(self) -> None:
         if self.partial and self.on_line is not None:

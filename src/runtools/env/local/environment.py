@@ -36,8 +36,8 @@ class LocalTx(Tx):
     def active_runs(self) -> list[RunRecord]:
         out = []
         now = time.time()
-        for (data,) in self.conn.execute(store.ACTIVE).fetchall():
-            r = store.record_from_row(data)
+        for row in self.conn.execute(store.ACTIVE).fetchall():
+            r = store.record_from_row(row)
             if self.env.lease_alive(r):
                 out.append(r)
             else:
@@ -47,8 +47,8 @@ class LocalTx(Tx):
         return out
 
     def get(self, instance_id: str) -> RunRecord | None:
-        row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
-        return store.record_from_row(row[0]) if row else None
+        row = self.conn.execute(store.BY_ID, (instance_id,)).fetchone()
+        return store.record_from_row(row) if row else None
 
     def find(self, query: RunQuery) -> list[RunRecord]:
         return store.find(self.conn, query)
@@ -194,14 +194,14 @@ class LocalEnvironment(Environment):
 
     def get_run(self, instance_id: str) -> RunRecord | None:
         with self._lock:
-            row = self.conn.execute("SELECT data FROM runs WHERE instance_id=?", (instance_id,)).fetchone()
-        return store.record_from_row(row[0]) if row else None
+            row = self.conn.execute(store.BY_ID, (instance_id,)).fetchone()
+        return store.record_from_row(row) if row else None
 
     def active_runs(self, matcher: Any = None) -> list[RunRecord]:
         """Read without the write lock; take it only when a dead lease needs reaping."""
         with self._lock:
             rows = self.conn.execute(store.ACTIVE).fetchall()
-        runs = [store.record_from_row(d) for (d,) in rows]
+        runs = [store.record_from_row(row) for row in rows]
         if not all(self.lease_alive(r) for r in runs):
             with self.transaction() as tx:
                 runs = tx.active_runs()

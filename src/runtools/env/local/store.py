@@ -114,8 +114,36 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def record_from_row(data: str) -> RunRecord:
-    return RunRecord.from_dict(loads(data))
+#: the columns every run query selects: the record, then the indexed copies that let a damaged
+#: record still be shown (and, once its lease is gone, ended LOST and so rewritten whole)
+ROW = "data, job_id, run_id, stage, status, created_at, ended_at"
+
+
+def record_from_row(row: tuple) -> RunRecord:
+    """The run of a `SELECT {ROW}` row. A record that does not decode (a damaged row) comes back
+    built from its indexed columns, with `error` saying so, instead of failing every reader."""
+    try:
+        return RunRecord.from_dict(loads(row[0]))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return _damaged(row, e)
+
+
+def _damaged(row: tuple, e: Exception) -> RunRecord:
+    _data, job_id, run_id, stage, status, created_at, ended_at = row
+    r = RunRecord(str(job_id), str(run_id), float(created_at or 0.0))
+    try:
+        r.stage = Stage(stage)
+    except ValueError:
+        r.stage = Stage.ENDED
+    try:
+        r.status = Status(status) if status is not None else None
+    except ValueError:
+        r.status = None
+    if r.stage is Stage.ENDED and r.status is None:
+        r.status = Status.ERROR
+    r.ended_at = ended_at
+    r.error = f"damaged run record ({type(e).__name__}: {e}); shown from its index columns"
+    return r
 
 
 def row_values(r: RunRecord) -> tuple[Any, ...]:
@@ -193,14 +221,14 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
     if q.last_per_job:
         # latest by creation time (runs may be inserted out of creation order); SQLite takes the
         # bare `data` column from the row holding max(created_at)
-        sql = f"SELECT data FROM (SELECT data, max(created_at) AS c FROM runs{cond} GROUP BY job_id)"
+        sql = f"SELECT {ROW} FROM (SELECT {ROW}, max(created_at) AS c FROM runs{cond} GROUP BY job_id)"
         sql += f" ORDER BY c {'ASC' if q.ascending else 'DESC'}"
     elif q.active is True or q.run_key is not None:
         # insertion order: active runs come from a partial index on seq, a key's runs from
         # runs_key(run_key, seq) — attempts of a key are numbered in insertion order
-        sql = f"SELECT data FROM runs{cond} ORDER BY seq {'ASC' if q.ascending else 'DESC'}"
+        sql = f"SELECT {ROW} FROM runs{cond} ORDER BY seq {'ASC' if q.ascending else 'DESC'}"
     else:
-        sql = f"SELECT data FROM runs{cond} ORDER BY created_at {'ASC' if q.ascending else 'DESC'}"
+        sql = f"SELECT {ROW} FROM runs{cond} ORDER BY created_at {'ASC' if q.ascending else 'DESC'}"
     if q.limit is not None:
         sql += " LIMIT ?"
         params.append(int(q.limit))
@@ -210,14 +238,15 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
 def find(conn: sqlite3.Connection, q: RunQuery) -> list[RunRecord]:
     sql, params = query_sql(q)
     out = []
-    for (data,) in conn.execute(sql, params):
-        r = record_from_row(data)
+    for row in conn.execute(sql, params):
+        r = record_from_row(row)
         if q.matcher(r):
             out.append(r)
     return out
 
 
-ACTIVE = "SELECT data FROM runs WHERE stage != 'ENDED' ORDER BY seq"
+ACTIVE = f"SELECT {ROW} FROM runs WHERE stage != 'ENDED' ORDER BY seq"
+BY_ID = f"SELECT {ROW} FROM runs WHERE instance_id=?"
 
 
 def mark_lost(r: RunRecord, now: float) -> RunRecord:
