@@ -43,7 +43,7 @@ def parse_instant(text: str, what: str = "time", now: object = None) -> float:
     if s.lower() == "yesterday":
         return (midnight - timedelta(days=1)).timestamp()
     try:
-        dt = datetime.fromisoformat(s)
+        return iso_to_epoch(s)
     except ValueError:
         try:
             return now_dt.timestamp() - parse_duration(s)
@@ -51,6 +51,13 @@ def parse_instant(text: str, what: str = "time", now: object = None) -> float:
             raise UsageError(
                 f"invalid {what} {text!r}: use ISO 8601 (2026-01-01, 2026-01-01T12:00:00+02:00) or an age like 2h"
             ) from None
+
+
+def iso_to_epoch(text: str) -> float:
+    """Epoch seconds of an ISO 8601 date or time; naive means local time. ValueError if invalid."""
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(text.strip())
     if dt.tzinfo is None:
         dt = dt.astimezone()  # naive means local time
     return dt.timestamp()

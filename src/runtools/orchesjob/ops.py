@@ -348,17 +348,14 @@ def rerun_source(env: Any, run_key: str | None, job_id: str | None) -> RunRecord
 
 
 def parse_when(value: str, flag: str) -> float:
-    from datetime import datetime
+    from runtools.model.durations import iso_to_epoch
 
     try:
-        dt = datetime.fromisoformat(value)
+        return int(iso_to_epoch(value))
     except ValueError:
         raise UsageError(
             f"Invalid {flag}: {value!r}. Use ISO 8601 format, e.g. 2026-01-01 or 2026-01-01T12:00:00+09:00"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # naive means local time
-    return int(dt.timestamp())
 
 
 def clean_args_error(
