@@ -288,7 +288,11 @@ def _explain(run) -> None:
     if status is None or status.value in ("COMPLETED", "FAILED", "STOPPED", "INTERRUPTED"):
         return
     if status.value == "TIMEOUT" or run.started_at is None:
-        why = f": {run.error}" if run.error and run.error != status.value else ""
+        error = run.error or ""
+        prefix = status.value.lower() + ": "
+        if error.lower().startswith(prefix):  # "OVERLAP: overlap: ..." says it twice
+            error = error[len(prefix):]
+        why = f": {error}" if error and error != status.value else ""
         sys.stderr.write(f"run: {run.instance_id} {status.value}{why}\n")
 
 
