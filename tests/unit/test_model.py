@@ -18,7 +18,6 @@ from runtools.model.ids import (
     job_id_from_command,
     new_run_id,
     sanitize_id,
-    split_instance_id,
     validate_id,
 )
 from runtools.model.jsonenc import dumps
@@ -72,10 +71,6 @@ def test_run_ids_sort_by_creation_time_and_are_valid():
     assert new_run_id() > ids[-1]
 
 
-def test_split_instance_id():
-    assert split_instance_id("job@run") == ("job", "run")
-    with pytest.raises(UsageError):
-        split_instance_id("no-at")
 
 
 # -- durations -------------------------------------------------------------------------------

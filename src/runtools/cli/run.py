@@ -12,13 +12,13 @@ import sys
 
 from runtools.cli.common import run_main
 from runtools.errors import RuntoolsError, UsageError
+from runtools.model.status import EXIT_WRAPPER_FAILED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-EXIT_WRAPPER_FAILED = 125
 NOTIFY_FD_ENV = "RUNTOOLS_NOTIFY_FD"
 
 # (flags, dest, kind, metavar, help, group); kind: flag | value | append | int

@@ -21,7 +21,7 @@ def local_time(ts: float | None, today_short: bool = True) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", t)
 
 
-def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_last: int | None = None) -> str:
+def render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     if not rows:
         return ""
     widths = [len(h) for h in headers]

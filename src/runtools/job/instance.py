@@ -9,7 +9,7 @@ from runtools.job.phase import PhaseEnd, RunContext
 from runtools.model.events import Event
 from runtools.model.ids import new_run_id, validate_id
 from runtools.model.run import RunRecord
-from runtools.model.status import NOT_EXECUTED_EXIT, Stage, Status
+from runtools.model.status import EXIT_WRAPPER_FAILED, NOT_EXECUTED_EXIT, Stage, Status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from runtools.env.base import Environment
     from runtools.job.phase import AdmissionPhase, ExecutionPhase, Phase
 
-EXIT_WRAPPER_FAILED = 125
 
 
 class RunResult:
@@ -174,9 +173,9 @@ class JobRun:
                     rec.error = decision.reason
                 break
             tx.insert(rec)
-            tx.publish_after_commit(Event("created", RunRecord.from_dict(rec.to_dict())))
+            tx.publish_after_commit(Event("created", rec.copy()))
             if rec.stage is Stage.ENDED:
-                tx.publish_after_commit(Event("ended", RunRecord.from_dict(rec.to_dict())))
+                tx.publish_after_commit(Event("ended", rec.copy()))
         return None
 
     def _run_phases(self) -> tuple[Status, int | None]:

@@ -14,7 +14,7 @@ import time
 from _signal import SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGTERM, SIGXFSZ
 
 from runtools.job.phase import ExecutionPhase, RunContext
-from runtools.model.status import State, Status
+from runtools.model.status import EXIT_WRAPPER_FAILED, State, Status
 from runtools.output.capture import StreamCapture, term_fd_for
 
 CHUNK = 65536
@@ -22,7 +22,6 @@ PROGRESS_FLUSH_S = 0.25
 EXIT_TIMEOUT = 124
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-EXIT_WRAPPER_FAILED = 125
 # Python ignores SIGPIPE/SIGXFSZ and we handle INT/TERM/HUP: the command gets the defaults.
 _DEFAULT_SIGNALS = (SIGPIPE, SIGXFSZ, SIGINT, SIGTERM, SIGHUP)
 

@@ -46,17 +46,6 @@ def new_run_id(now_ns: int | None = None) -> str:
     return _b32(us, 11) + _b32(int.from_bytes(os.urandom(3), "big"), 4)
 
 
-def instance_id(job_id: str, run_id: str) -> str:
-    return f"{job_id}@{run_id}"
-
-
-def split_instance_id(iid: str) -> tuple[str, str]:
-    job, sep, run = iid.partition("@")
-    if not sep:
-        raise UsageError(f"invalid instance id {iid!r}: expected JOB@RUN")
-    return job, run
-
-
 def sanitize_id(text: str) -> str:
     """Make a valid id out of any text: unsafe characters become `_`."""
     out = "".join(c if c in _REST else "_" for c in text)[:MAX_ID] or "job"

@@ -83,6 +83,9 @@ _OUTCOMES = {
     Status.LOST: Outcome.FAULT,
 }
 
+# The wrapper itself failed (storage unusable, internal error): coreutils' code for it.
+EXIT_WRAPPER_FAILED = 125
+
 # Exit codes of `run job` for runs that never executed their program (DESIGN §5).
 # Chosen outside the coreutils range (124-127), shell signal range (128+) and 0-2.
 NOT_EXECUTED_EXIT = {

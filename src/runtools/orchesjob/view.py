@@ -42,10 +42,6 @@ def status_of(r: RunRecord) -> str:
     return _ENDED.get(r.status, "CANCELLED") if r.status is not None else "LOST"
 
 
-def is_active(r: RunRecord) -> bool:
-    return status_of(r) in ACTIVE
-
-
 def secs(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 

@@ -7,8 +7,6 @@ from _blake2 import blake2b  # hashlib would load OpenSSL: milliseconds on every
 
 from runtools.errors import BackendError, UsageError
 
-DEFAULT_ENV = "local"
-
 
 def runtools_home() -> str:
     home = os.environ.get("RUNTOOLS_HOME")
