@@ -5,6 +5,20 @@ from __future__ import annotations
 from runtools.errors import UsageError
 
 _UNIT = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+# The longest duration accepted anywhere (100 years): beyond it a value is a typo, and the
+# arithmetic of deadlines and dates would overflow. 0 or no option means "no limit".
+MAX_DURATION_S = 100 * 365 * 86400
+# The longest single blocking wait (epoll, select, Event.wait): the kernel and the C APIs take
+# at most ~24.8 days in milliseconds. Longer waits are sliced and the deadline re-checked.
+MAX_WAIT_S = 86400.0
+
+
+def wait_slice(remaining: float | None) -> float | None:
+    """A timeout safe to hand to any blocking call: `remaining` capped at MAX_WAIT_S, never
+    negative; None (wait forever) becomes MAX_WAIT_S too, so callers loop and re-check."""
+    if remaining is None:
+        return MAX_WAIT_S
+    return min(max(0.0, remaining), MAX_WAIT_S)
 
 
 def parse_duration(text: str | float, what: str = "duration") -> float:
@@ -28,6 +42,8 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
         value = total
     if value < 0 or value != value or value == float("inf"):
         raise UsageError(f"invalid {what} {text!r}: must be a finite, non-negative number")
+    if value > MAX_DURATION_S:
+        raise UsageError(f"invalid {what} {text!r}: at most 100 years (36500d)")
     return value
 
 
