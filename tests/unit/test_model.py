@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from runtools.errors import UsageError
 from runtools.model.criteria import RunMatcher, glob_to_sql
-from runtools.model.durations import human_duration, iso, parse_duration, parse_instant
+from runtools.model.durations import (
+    MAX_DURATION_S,
+    MAX_WAIT_S,
+    human_duration,
+    iso,
+    parse_duration,
+    parse_instant,
+    wait_slice,
+)
 from runtools.model.events import Event
 from runtools.model.ids import (
     job_id_from_command,
@@ -98,10 +106,22 @@ def test_parse_duration_compound_round_trip(d, h, m, s, ms):
     assert parse_duration(text) == pytest.approx(d * 86400 + h * 3600 + m * 60 + s + ms / 1000)
 
 
-@given(st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False))
+@given(st.floats(min_value=0, max_value=MAX_DURATION_S, allow_nan=False, allow_infinity=False))
 def test_parse_duration_bare_number_round_trip(x):
     assert parse_duration(repr(x)) == x
     assert parse_duration(f"{x:f}s") == pytest.approx(x, abs=1e-6)
+
+
+@given(st.floats(min_value=MAX_DURATION_S, exclude_min=True, allow_nan=False))
+def test_parse_duration_beyond_the_ceiling_is_a_usage_error(x):
+    with pytest.raises(UsageError, match="at most 100 years"):
+        parse_duration(repr(x))
+
+
+@given(st.one_of(st.none(), st.floats(allow_nan=False)))
+def test_wait_slice_is_always_safe_for_blocking_calls(x):
+    w = wait_slice(x)
+    assert 0.0 <= w <= MAX_WAIT_S
 
 
 def test_parse_instant():
