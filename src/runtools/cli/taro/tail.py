@@ -43,7 +43,7 @@ def emit(args: argparse.Namespace, stream: str, data: bytes, run_iid: str) -> No
 def run(args: argparse.Namespace) -> int:
     from runtools.cli.select import latest_run
     from runtools.errors import NotFoundError, UsageError
-    from runtools.output.tail import last_lines
+    from runtools.output.tail import iter_range, last_lines, tail_range
 
     if args.lines < 0:
         raise UsageError("--lines must be 0 or more")
@@ -63,9 +63,22 @@ def run(args: argparse.Namespace) -> int:
                 follow = None
         for s in _streams(args):
             path = paths[s]
-            lines = last_lines(path, args.lines, offsets.get(s) if follow else None) if path else []
-            if lines:
-                emit(args, s, b"\n".join(lines) + b"\n", r.instance_id)
+            if not path:
+                continue
+            end = offsets.get(s) if follow else None
+            if args.json:  # one record per line: each line is whole in memory anyway
+                lines = last_lines(path, args.lines, end)
+                if lines:
+                    emit(args, s, b"\n".join(lines) + b"\n", r.instance_id)
+                continue
+            # plain: stream the range in blocks (one huge line costs no more than its bytes)
+            start, stop = tail_range(path, args.lines, end)
+            last = b"\n"
+            for chunk in iter_range(path, start, stop):
+                emit(args, s, chunk, r.instance_id)
+                last = chunk[-1:]
+            if last != b"\n":
+                emit(args, s, b"\n", r.instance_id)
         if follow is None:
             return 0
         wanted = set(_streams(args))
