@@ -128,18 +128,22 @@ def test_after_looks_at_the_most_recent_ended_run(cli):
     assert cli.run("--id", "b", "--after", "a", "--", "true").returncode == 0
 
 
-def test_after_with_no_run_ever_waits_for_one_to_end(cli):
-    waiting = cli.spawn_run("--id", "b", "--after", "a", "--", "true")
-    assert cli.wait_state("b", "WAITING")["detail"] == "WAITING for a run of a to end"
-    assert cli.run("--id", "a", "--", "true").returncode == 0
-    assert waiting.wait(10) == 0
+def test_after_with_no_run_ever_has_nothing_to_wait_for(cli):
+    # nothing ahead and nothing ended: nothing holds it back (it used to wait forever)
+    assert cli.run("--id", "b", "--after", "a", "--", "true").returncode == 0
+    assert cli.run("--id", "c", "--after", "c", "--", "true").returncode == 0  # only itself matches
+    assert cli.history("b")[0]["status"] == "COMPLETED"
 
 
 def test_after_timeout_ends_timeout_without_executing(cli):
-    p = cli.run("--id", "b", "--after", "never-ran", "--after-timeout", "0.2", "--", "true")
+    ahead = cli.spawn_gated("a")
+    cli.wait_state("a", "EXECUTING")
+    p = cli.run("--id", "b", "--after", "a", "--after-timeout", "0.2", "--", "true")
     assert p.returncode == NOT_EXECUTED_EXIT["TIMEOUT"] == 106
     h = cli.history("b")[0]
     assert h["status"] == "TIMEOUT" and h["started_at"] is None
+    cli.release(ahead)
+    assert ahead.wait(10) == 0
 
 
 def test_two_runs_after_their_own_job_run_one_after_the_other(cli):

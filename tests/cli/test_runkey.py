@@ -40,9 +40,9 @@ def test_detach_prints_the_existing_run(cli) -> None:
 
 def test_attempts_rerun_of_and_strict(cli) -> None:
     assert cli.run("--id", "a", "--run-key", "S", "--strict", "--", "true").returncode == 0
-    # strict and finished: not run again; attaches to the finished run (exit 0, its code)
+    # strict and finished: not run again; DUPLICATE (105), whatever the finished run exited with
     p = cli.run("--id", "a", "--run-key", "S", "--strict", "--", "sh", "-c", "echo again; exit 3")
-    assert p.returncode == 0 and "again" not in p.stdout
+    assert p.returncode == 105 and "again" not in p.stdout
     assert len(cli.history()) == 1
     p = cli.taro("unlock", "S", "--ttl", "10m", "--reason", "fix")
     assert p.returncode == 0 and "unlocked S" in p.stdout

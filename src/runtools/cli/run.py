@@ -276,6 +276,7 @@ def execute(a: Args, argv: list[str]) -> int:
                     f"run: run key {existing.run_key} already ran ({existing.instance_id} {existing.status}): "
                     f"not run again; `taro unlock {existing.run_key}` allows one more run\n"
                 )
+                return result.exit_code  # 105 DUPLICATE, not the old run's code
             return exit_code_for(existing)
         _explain(result.run)
         return result.exit_code

@@ -7,7 +7,9 @@
 before it, or already executing; a later run that is itself still waiting does not hold this
 one back, so two runs waiting `--after` each other cannot deadlock). Then, for each pattern,
 execute if the most recent ended matching run succeeded (outcome SUCCESS), end UNSATISFIED if
-it did not; if no matching run ever ended, wait for one, up to `--after-timeout` (TIMEOUT).
+it did not. A pattern with nothing to wait for (no run matches it, or only this run and runs
+behind it) holds nothing back: the run executes. `--after-timeout` bounds the wait for the runs
+ahead (TIMEOUT).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class After(Phase):
 
             raise PhaseEnd(
                 Status.TIMEOUT,
-                f"no run of {' '.join(self.patterns)} ended within {human_duration(self.timeout)} (--after-timeout)",
+                f"the runs of {' '.join(self.patterns)} ahead did not end within {human_duration(self.timeout)} "
+                "(--after-timeout)",
             )
         if result is not True:
             raise PhaseEnd(Status.UNSATISFIED, result)
@@ -103,8 +106,7 @@ class After(Phase):
         for p, m in zip(self.patterns, self.matchers, strict=True):
             last = tx.find(RunQuery(matcher=m, active=False, limit=1))
             if not last:
-                self._waiting(tx, ctx, f"WAITING for a run of {p} to end")
-                return None
+                continue  # no run of it ever ended and none is ahead: nothing to wait for
             r = last[0]
             if r.status is None or r.status.outcome is not Outcome.SUCCESS:
                 return f"after {p}: its latest run {r.instance_id} ended {r.status}"

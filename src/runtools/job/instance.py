@@ -37,7 +37,8 @@ class RunResult:
 
 
 def exit_code_for(run: RunRecord) -> int:
-    """The wrapper's exit code for an ended run (DESIGN §5)."""
+    """The wrapper's exit code for an ended run (DESIGN §5). Runs store it as their `exit_code`;
+    the rules below also answer for records that lack it (LOST, or written by older versions)."""
     if run.exit_code is not None and run.started_at is not None:
         return run.exit_code
     if run.status is Status.TIMEOUT and run.started_at is not None:
@@ -137,7 +138,9 @@ class JobRun:
         try:
             existing = self._create()
             if existing is not None:
-                code = exit_code_for(existing) if not existing.active else 0
+                # an active run of the key: attach (0 until it ends); an ended one (strict key):
+                # refused, DUPLICATE (105) whatever that run ended with
+                code = NOT_EXECUTED_EXIT[Status.DUPLICATE] if not existing.active else 0
                 return RunResult(existing, code, existing=True)
             if self.on_created:
                 self.on_created(rec)
@@ -171,6 +174,7 @@ class JobRun:
                 if decision.end is not None:
                     rec.stage, rec.status, rec.ended_at = Stage.ENDED, decision.end, time.time()
                     rec.error = decision.reason
+                    rec.exit_code = exit_code_for(rec)  # what the wrapper exits with (101 ...)
                 break
             tx.insert(rec)
             tx.publish_after_commit(Event("created", rec.copy()))
@@ -200,6 +204,7 @@ class JobRun:
             rec.stage = Stage.ENDED
             rec.status = status
             rec.exit_code = code
+            rec.exit_code = exit_code_for(rec)  # stored = what the wrapper exits with, executed or not
             rec.ended_at = time.time()
         for attempt in range(3):  # a busy or full disk must not leave the run "running" if we can help it
             try:

@@ -175,7 +175,7 @@ class RunContext:
 
         def feed() -> None:
             while not stop_feed.is_set():
-                ev = sub.get(0.5)
+                ev = sub.get(0.5)  # short: woken at the end anyway (sub.wake)
                 if ev is not None and (watch is None or watch(ev)):
                     self._wakeups.put("event")
 
@@ -189,19 +189,8 @@ class RunContext:
                     result = decide(tx)
                 if result is not None:
                     return result
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if not self._wait_wakeup(deadline):  # a burst of wake-ups makes one re-decision
                     return None
-                try:
-                    self._wakeups.get(timeout=remaining)
-                except Empty:
-                    return None
-                # drain bursts of wakeups into one re-decision
-                while True:
-                    try:
-                        self._wakeups.get_nowait()
-                    except Empty:
-                        break
         finally:
             stop_feed.set()
             sub.wake()  # let the feed thread see stop_feed before its socket goes away
@@ -212,17 +201,30 @@ class RunContext:
         """Block until `wake()`, the death of a run named via `watch_leases`, or a stop request
         (raises PhaseEnd); False when `timeout` passed. For phases that wait without events."""
         self._check_stop()
-        try:
-            self._wakeups.get(timeout=timeout)
-        except Empty:
+        if not self._wait_wakeup(None if timeout is None else time.monotonic() + timeout):
             return False
-        while True:  # drain a burst into one wake-up
+        self._check_stop()
+        return True
+
+    def _wait_wakeup(self, deadline: float | None) -> bool:
+        """Block until a wake-up (True; a burst counts as one) or `deadline` (monotonic) passes
+        (False). Sliced (wait_slice), so no timeout overflows however far the deadline is."""
+        from runtools.model.durations import wait_slice
+
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                self._wakeups.get(timeout=wait_slice(remaining))
+                break
+            except Empty:
+                continue
+        while True:  # drain a burst of wake-ups into one
             try:
                 self._wakeups.get_nowait()
             except Empty:
-                break
-        self._check_stop()
-        return True
+                return True
 
     def watch_leases(self, runs: list[RunRecord]) -> None:
         """Wake the current `wait_for` when any of these runs' processes die."""

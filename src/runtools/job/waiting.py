@@ -6,6 +6,7 @@ import threading
 import time
 
 from runtools.env.base import Environment, Subscription
+from runtools.model.durations import wait_slice
 from runtools.model.run import RunRecord
 
 
@@ -38,6 +39,6 @@ def wait_for_end(env: Environment, run: RunRecord, timeout: float | None = None)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return current
-            ev = sub.get(remaining)
+            ev = sub.get(wait_slice(remaining))  # sliced: the loop re-checks the deadline
             if ev is not None and ev.run.instance_id == iid and not ev.run.active:
                 return ev.run

@@ -270,7 +270,9 @@ def _wait_gone(procs: list[_Proc], timeout: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        ready = select.select(fds, [], [], remaining)[0]
+        from runtools.model.durations import wait_slice
+
+        ready = select.select(fds, [], [], wait_slice(remaining))[0]
         fds = [fd for fd in fds if fd not in ready]
 
 

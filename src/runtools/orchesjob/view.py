@@ -76,6 +76,8 @@ def format_job(r: RunRecord) -> dict[str, Any]:
     else:
         finished = r.ended_at
         exit_code = -1 if r.status is Status.ERROR else r.exit_code  # ERROR: could not launch
+        if r.started_at is None and r.status is not Status.ERROR:
+            exit_code = None  # never executed: the original has no code (the run's record keeps 100-106)
     times = [t for t in (r.created_at, r.started_at, r.ended_at, aborted_at) if t is not None]
     pid_kind = "target" if r.child_pid is not None else ("worker" if r.pid is not None else None)
     out: dict[str, Any] = {

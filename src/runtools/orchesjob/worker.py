@@ -194,17 +194,13 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any
     run: RunRecord | None = None
     existing = False
     deadline: float | None = None
-    from select import select
-
     fd = pipe.fileno()
     buf = b""
     while True:
         if run is not None and not sync and deadline is None:
             deadline = time.monotonic() + max(0.0, start_timeout)
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select([fd], [], [], remaining)[0]:
-                break  # still STARTING after --start-timeout: say so
+        if deadline is not None and not _readable(fd, deadline):
+            break  # still STARTING after --start-timeout: say so
         chunk = os.read(fd, 65536)
         if not chunk:
             break  # the worker closed the pipe: ended, or died
@@ -237,6 +233,21 @@ def _follow(pipe: Any, home: str, sync: bool, start_timeout: float, decided: Any
         return Started(env.get_run(run.instance_id) or run, existing)
     finally:
         env.close()
+
+
+def _readable(fd: int, deadline: float) -> bool:
+    """Wait until `fd` is readable (True) or `deadline` (monotonic) passes (False), in slices
+    that no select() timeout overflows."""
+    from select import select
+
+    from runtools.model.durations import wait_slice
+
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if select([fd], [], [], wait_slice(remaining))[0]:
+            return True
 
 
 def _error(msg: dict[str, Any]) -> RuntoolsError:
@@ -277,7 +288,9 @@ def wait_until(env: Any, run: RunRecord, timeout: float | None, running: bool = 
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return current
-            sub.get(remaining)
+            from runtools.model.durations import wait_slice
+
+            sub.get(wait_slice(remaining))  # sliced: the loop re-checks the deadline
 
 
 # -- the worker --------------------------------------------------------------------------------
