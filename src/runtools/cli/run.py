@@ -34,6 +34,8 @@ OPTIONS: list[tuple[tuple[str, ...], str, str, str | None, str, str]] = [
     (("--kill-after",), "kill_after", "value", "DUR", "KILL this long after TERM (default 10s)", ""),
     (("--time-warn",), "time_warn", "value", "DUR", "record a warning when execution exceeds DUR", ""),
     (("--output-warn",), "output_warn", "append", "REGEX", "record a warning for matching lines (repeatable)", ""),
+    (("--output-limit",), "output_limit", "value", "SIZE",
+     "store at most SIZE per stream, keeping the tail (512K, 100M, 2G; 0 none; default 1G)", ""),
     (("-x", "--mutual-exclusion"), "mutual_exclusion", "flag", None,
      "end OVERLAP if a run of the group is executing", "coordination"),
     (("--excl-group",), "excl_group", "value", "G", "mutual exclusion group (default: job id)", "coordination"),
@@ -69,6 +71,7 @@ class Args:
     kill_after: str | None
     time_warn: str | None
     output_warn: list[str]
+    output_limit: str | None
     mutual_exclusion: bool
     excl_group: str | None
     serial: bool
@@ -222,6 +225,7 @@ def spec_from_args(a: Args):  # -> JobSpec
         kill_after=10.0 if kill_after is None else kill_after,
         time_warn=dur(a.time_warn, "--time-warn"),
         output_warn=a.output_warn,
+        output_limit=_output_limit(a.output_limit),
         mutual_exclusion=a.mutual_exclusion,
         excl_group=a.excl_group,
         max_concurrent=1 if a.serial else a.max_concurrent,
@@ -235,6 +239,13 @@ def spec_from_args(a: Args):  # -> JobSpec
         run_key=a.run_key,
         strict=a.strict,
     )
+
+
+def _output_limit(v: str | None) -> int:
+    from runtools.output.capture import output_floor, output_limit
+
+    output_floor()  # a bad $RUNTOOLS_OUTPUT_FLOOR is a usage error before anything is created
+    return output_limit(v)  # the option, else $RUNTOOLS_OUTPUT_LIMIT
 
 
 def execute(a: Args, argv: list[str]) -> int:

@@ -153,6 +153,10 @@ class ControlEndpoint(ABC):
     def output(self, stream: str, data: bytes) -> None:
         """Push an output chunk to followers (called after it was written to storage)."""
 
+    def rebase(self, stream: str, end: int) -> None:  # noqa: B027 - optional hook
+        """The stored file of `stream` was cut to keep its tail and now holds `end` bytes:
+        followers that join from here read the file up to there."""
+
     @abstractmethod
     def close(self) -> None: ...
 

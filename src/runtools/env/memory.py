@@ -115,6 +115,10 @@ class _MemEndpoint(ControlEndpoint):
             for q in self.followers:
                 q.put((stream, data))
 
+    def rebase(self, stream: str, end: int) -> None:
+        with self.lock:
+            self.offsets[stream] = end
+
     def close(self) -> None:
         self.env._endpoints.pop(self.iid, None)
         with self.lock:

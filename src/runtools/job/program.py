@@ -4,6 +4,16 @@ One loop (epoll) moves output from the child's pipes to the terminal, storage an
 and watches the child's exit (pidfd), stop requests (wake pipe) and deadlines (timeout,
 kill-after, time warning, progress flush). No threads, no sleeps. The child is started with
 `posix_spawn` (vfork+exec): `subprocess` alone would cost more to import than the spawn.
+
+What the command sees is what it would see bare:
+- where our stdout (stderr) is a terminal, its stdout (stderr) is a pseudo-terminal with the
+  same modes and window size (SIGWINCH is passed on), so colours, columns and line buffering
+  behave as at the terminal; output processing (\n -> \r\n) is left to the real terminal, so
+  the bytes stored are the bytes the command wrote;
+- where our stdout and stderr are the same file, pipe, socket or terminal, it gets ONE channel
+  for both, so their order is kept; that channel is stored as stdout;
+- when the reader of our stdout (stderr) goes away, we close our end of that channel, so the
+  command's next write there fails with SIGPIPE/EPIPE as it would bare (`yes | head` ends).
 """
 
 from __future__ import annotations
@@ -11,11 +21,19 @@ from __future__ import annotations
 import os
 import select
 import time
-from _signal import SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGTERM, SIGXFSZ
+from _signal import SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGTERM, SIGWINCH, SIGXFSZ
 
 from runtools.job.phase import ExecutionPhase, RunContext
+from runtools.model.durations import wait_slice
 from runtools.model.status import EXIT_WRAPPER_FAILED, State, Status
-from runtools.output.capture import StreamCapture, term_fd_for
+from runtools.output.capture import StreamCapture, output_floor, output_limit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# One output channel of the command: (stored as, the command's fds, our fd it is forwarded to, pty?)
+Channel = tuple[str, tuple[int, ...], "int | None", bool]
 
 CHUNK = 65536
 PROGRESS_FLUSH_S = 0.25
@@ -59,6 +77,7 @@ class ProgramPhase(ExecutionPhase):
         output_warn: list[str] | None = None,
         terminal: bool = True,
         env: dict[str, str] | None = None,
+        output_limit: int | None = None,
     ) -> None:
         if not argv:
             from runtools.errors import UsageError
@@ -76,24 +95,54 @@ class ProgramPhase(ExecutionPhase):
             self.warn_res = compile_warnings(output_warn)
         self.terminal = terminal
         self.env = env
+        # stored bytes kept per stream (0: no limit; None: $RUNTOOLS_OUTPUT_LIMIT or 1 GiB)
+        self.output_limit = output_limit_default() if output_limit is None else output_limit
+        self.output_floor = output_floor()
 
     # -- launching -----------------------------------------------------------------------------
 
-    def _launch(self, ctx: RunContext) -> tuple[int, dict[int, str]]:
-        """Spawn the child; returns its pid and our read ends of its output pipes."""
+    def _channels(self) -> list[Channel]:
+        """How the command's stdout and stderr are captured (see the module's docstring)."""
+        if not self.terminal:
+            return [("stdout", (1,), None, False), ("stderr", (2,), None, False)]
+        out, err = _fstat(1), _fstat(2)
+        out_tty = out is not None and os.isatty(1)
+        if (
+            out is not None and err is not None
+            and (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+            and (out_tty or out.st_mode & 0o170000 != 0o020000)  # not /dev/null & co: order is moot
+        ):
+            return [("stdout", (1, 2), 1, out_tty)]
+        return [
+            ("stdout", (1,), None if out is None else 1, out_tty),
+            ("stderr", (2,), None if err is None else 2, err is not None and os.isatty(2)),
+        ]
+
+    def _launch(self, ctx: RunContext) -> tuple[int, dict[int, Channel]]:
+        """Spawn the child; returns its pid and our read ends of its output channels."""
         fds: dict[int, int] = {}
-        ours: dict[int, str] = {}
+        ours: dict[int, Channel] = {}
         close_after: list[int] = []
-        if not self.bypass:
-            for child_fd, name in ((1, "stdout"), (2, "stderr")):
-                r, w = os.pipe()
-                fds[child_fd] = w
-                ours[r] = name
-                close_after.append(w)
-        elif not self.terminal:
-            null = os.open(os.devnull, os.O_WRONLY)
-            fds = {1: null, 2: null}
-            close_after.append(null)
+        try:
+            if not self.bypass:
+                for ch in self._channels():
+                    if ch[3]:
+                        r, w = os.openpty()
+                        _setup_pty(w, ch[2])
+                    else:
+                        r, w = os.pipe()
+                    ours[r] = ch
+                    close_after.append(w)
+                    for child_fd in ch[1]:
+                        fds[child_fd] = w
+            elif not self.terminal:
+                null = os.open(os.devnull, os.O_WRONLY)
+                fds = {1: null, 2: null}
+                close_after.append(null)
+        except BaseException:
+            for fd in (*ours, *close_after):
+                os.close(fd)
+            raise
         lease_fds = ctx.lease.inheritable_fds() if ctx.lease is not None else ()
         for fd in lease_fds:  # the command keeps the run's lease alive as long as it lives
             os.set_inheritable(fd, True)
@@ -137,7 +186,7 @@ class ProgramPhase(ExecutionPhase):
 
     # -- supervising ---------------------------------------------------------------------------
 
-    def _supervise(self, ctx: RunContext, pid: int, pipes: dict[int, str]) -> tuple[Status, int | None]:
+    def _supervise(self, ctx: RunContext, pid: int, pipes: dict[int, Channel]) -> tuple[Status, int | None]:
         run = ctx.run
         progress_dirty = False
 
@@ -157,14 +206,34 @@ class ProgramPhase(ExecutionPhase):
         endpoint = ctx.endpoint
         captures: dict[int, StreamCapture] = {}
         poller = select.epoll()
-        for fd, name in pipes.items():
+        for fd, (name, _child_fds, term_fd, _pty) in pipes.items():
             path = run.stdout_path if name == "stdout" else run.stderr_path
             captures[fd] = StreamCapture(
-                name, path, term_fd_for(name) if self.terminal else None, on_line,
+                name, path, term_fd, on_line,
                 endpoint.output if endpoint is not None else None, all_lines=bool(self.warn_res),
+                limit=self.output_limit, floor=self.output_floor,
+                on_rebase=endpoint.rebase if endpoint is not None else None,
             )
             os.set_blocking(fd, False)
             poller.register(fd, select.EPOLLIN)
+        if len(pipes) == 1 and run.stderr_path:  # one channel for both: stderr's file stays empty
+            try:
+                os.close(os.open(run.stderr_path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError:
+                pass
+
+        def close_channel(fd: int) -> None:
+            """Its reader went away: close our end, so the command's next write there fails
+            (SIGPIPE/EPIPE) as it would without the wrapper."""
+            cap = captures.pop(fd)
+            poller.unregister(fd)
+            cap.close()
+            os.close(fd)
+            _best_effort(ctx.add_warning, f"the reader of {cap.name} went away: the command was given a broken "
+                         f"pipe there, as it would be without the wrapper")
+
+        ptys = [(fd, ch[2]) for fd, ch in pipes.items() if ch[3] and ch[2] is not None]
+        restore_winch = _forward_winch(pid, ptys) if ptys else None
         pidfd = None
         try:
             pidfd = os.pidfd_open(pid)
@@ -193,11 +262,13 @@ class ProgramPhase(ExecutionPhase):
                     timers.append(now + 0.05)
                 if progress_dirty:
                     timers.append(last_flush + PROGRESS_FLUSH_S)
-                wait = max(0.0, min(timers) - now) if timers else -1
-                for fd, _ in poller.poll(wait):
+                for fd, _ in poller.poll(wait_slice(min(timers) - now if timers else None)):
                     if fd in captures:
-                        if self._read(fd, captures) == 0:
+                        moved = self._read(fd, captures)
+                        if moved == 0:
                             poller.unregister(fd)
+                        elif moved == -2:
+                            close_channel(fd)
                     elif fd == ctx.wake_fd:
                         try:
                             os.read(fd, 64)
@@ -233,16 +304,23 @@ class ProgramPhase(ExecutionPhase):
                     last_flush = now
                     _best_effort(ctx.save, "progress")
                 for cap in captures.values():
-                    if cap.store_error and cap.store_error not in run.warnings:
-                        _best_effort(ctx.add_warning, cap.store_error)
+                    if cap.warnings:
+                        for w in cap.take_warnings():
+                            _best_effort(ctx.add_warning, w)
             # The child is gone: take what is left in the pipes without waiting for
             # grandchildren that may still hold them open.
-            for fd in captures:
-                while self._read(fd, captures) > 0:
+            for fd in list(captures):
+                while (moved := self._read(fd, captures)) > 0:
                     pass
+                if moved == -2:
+                    close_channel(fd)
         finally:
+            if restore_winch is not None:
+                restore_winch()
             for fd, cap in captures.items():
                 cap.close()
+                for w in cap.take_warnings():
+                    _best_effort(ctx.add_warning, w)
                 os.close(fd)
             poller.close()
             if pidfd is not None:
@@ -262,17 +340,17 @@ class ProgramPhase(ExecutionPhase):
 
     @staticmethod
     def _read(fd: int, captures: dict[int, StreamCapture]) -> int:
-        """Move one chunk: 1 moved, 0 end of stream, -1 nothing to read right now."""
+        """Move one chunk: 1 moved, 0 end of stream, -1 nothing to read right now,
+        -2 moved but its reader is gone (close the channel)."""
         try:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
             return -1
-        except OSError:
+        except OSError:  # EIO: a pseudo-terminal whose other side is closed
             return 0
         if not data:
             return 0
-        captures[fd].feed(data)
-        return 1
+        return 1 if captures[fd].feed(data) else -2
 
 
 def _best_effort(fn, *args) -> None:
@@ -295,3 +373,64 @@ def _killpg(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except OSError:
             pass
+
+
+def output_limit_default() -> int:
+    return output_limit(None)
+
+
+def _fstat(fd: int) -> os.stat_result | None:
+    try:
+        return os.fstat(fd)
+    except OSError:
+        return None
+
+
+def _setup_pty(slave: int, term_fd: int | None) -> None:
+    """The terminal's modes and window size on the command's pseudo-terminal, output
+    processing off (the real terminal does it once, on the bytes we forward)."""
+    import termios
+
+    if term_fd is None:
+        return
+    try:
+        attrs = termios.tcgetattr(term_fd)
+        attrs[1] &= ~termios.OPOST
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    except termios.error:
+        pass
+    _copy_winsize(term_fd, slave)
+
+
+def _copy_winsize(src: int, dst: int) -> None:
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass
+
+
+def _forward_winch(pid: int, ptys: list[tuple[int, int]]) -> Callable[[], None] | None:
+    """On SIGWINCH: the new size to each pty, SIGWINCH to the command's group (no session has
+    the pty as its terminal, so the kernel would tell nobody). Main thread only."""
+    import _signal
+
+    def on_winch(_signum: int, _frame: object) -> None:
+        for master, term_fd in ptys:
+            _copy_winsize(term_fd, master)
+        _killpg(pid, SIGWINCH)
+
+    try:
+        old = _signal.signal(SIGWINCH, on_winch)
+    except ValueError:  # not the main thread
+        return None
+
+    def restore() -> None:
+        try:
+            _signal.signal(SIGWINCH, old)
+        except (ValueError, TypeError):
+            pass
+
+    return restore

@@ -29,6 +29,7 @@ _SPEC_DEFAULTS: dict[str, object] = {
     "time_warn": None,
     "output_warn": list,
     "terminal": True,
+    "output_limit": None,  # bytes stored per stream (0: no limit; None: $RUNTOOLS_OUTPUT_LIMIT or 1 GiB)
     # coordination (DESIGN §4)
     "mutual_exclusion": False,
     "excl_group": None,
@@ -63,6 +64,7 @@ class JobSpec:
     time_warn: float | None
     output_warn: list[str]
     terminal: bool
+    output_limit: int | None
     mutual_exclusion: bool
     excl_group: str | None
     max_concurrent: int | None
@@ -128,6 +130,7 @@ def build_run(env: Environment, spec: JobSpec, execution: ExecutionPhase | None 
             time_warn=spec.time_warn,
             output_warn=spec.output_warn,
             terminal=spec.terminal,
+            output_limit=spec.output_limit,
         )
     return JobRun(
         env,

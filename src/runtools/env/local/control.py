@@ -120,6 +120,10 @@ class ControlServer(ControlEndpoint):
                     self._followers.remove(c)
                     c.close()
 
+    def rebase(self, stream: str, end: int) -> None:
+        with self._lock:
+            self.offsets[stream] = end
+
     def close(self) -> None:
         if self._closed:
             return
