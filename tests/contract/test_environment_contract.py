@@ -421,6 +421,24 @@ def test_control_handler_error_is_answered(env):
         ep.close()
 
 
+def test_closed_control_endpoints_leave_no_thread_behind(env):
+    """A program that runs many jobs in-process must not gain a thread (or its stack) per run."""
+    def os_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    ep = env.serve_control(rec("job", "warm"), lambda req: {"ok": True})
+    ep.close()
+    before = os_threads()
+    for i in range(50):
+        ep = env.serve_control(rec("job", f"r{i}"), lambda req: {"ok": True})
+        env.control(f"job@r{i}", {"op": "ping"})
+        ep.close()
+    deadline = time.monotonic() + 5
+    while os_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)  # a handler thread finishing its reply
+    assert os_threads() <= before
+
+
 def test_follow_output_offsets_then_chunks(env):
     r = rec("job", "r1")
     ep = env.serve_control(r, lambda req: {"ok": True})

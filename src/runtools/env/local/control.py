@@ -132,6 +132,12 @@ class ControlServer(ControlEndpoint):
             os.unlink(self.path)
         except OSError:
             pass
+        # close() alone does not wake a thread blocked in accept() on Linux: shutdown() does
+        # (EINVAL), so the serving thread ends instead of outliving the run.
+        try:
+            self.sock.shutdown(SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         with self._lock:
             inflight = list(self._inflight)
