@@ -127,19 +127,6 @@ def log_path(env: Any, run_key: str | None, job_id: str | None, stream: str) -> 
     return rec, path
 
 
-def tail_bytes(data: bytes, n: int) -> bytes:
-    """The last `n` lines of `data` (a final line without a newline counts as a line)."""
-    if n <= 0:
-        return b""
-    end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    pos = end
-    for _ in range(n):
-        pos = data.rfind(b"\n", 0, pos)
-        if pos < 0:
-            return data
-    return data[pos + 1 :]
-
-
 def write_logs(env: Any, rec: RunRecord, path: str, stream: str, tail: int | None, follow: bool, out: Any) -> None:
     """Print the stored log (or its last `tail` lines); with `follow`, then its live output until the end."""
     feed = None
@@ -151,9 +138,13 @@ def write_logs(env: Any, rec: RunRecord, path: str, stream: str, tail: int | Non
             offset = offsets.get(stream, 0) if kind == "offsets" else None
         except (NotFoundError, StopIteration):
             feed = None
-    with open(path, "rb") as f:
-        data = f.read() if offset is None else f.read(offset)
-    out.write(tail_bytes(data, tail) if tail is not None else data)
+    from runtools.output.tail import iter_range, tail_range
+
+    # the last `tail` lines (a final line without a newline counts), found backwards and copied
+    # in blocks: linear in what is printed, whatever the size of the log or of one line
+    start, end = tail_range(path, tail, offset) if tail is not None else (0, offset)
+    for chunk in iter_range(path, start, end):
+        out.write(chunk)
     out.flush()
     if feed is None:
         return
