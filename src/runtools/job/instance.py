@@ -105,6 +105,8 @@ class JobRun:
         self.store_output = store_output
         self._output_paths = output_paths
         self.ctx = RunContext(env, self.record)
+        self._raised: BaseException | None = None
+        self.signalled: int | None = None  # the signal that interrupted the run, if one did
 
     # -- control -------------------------------------------------------------------------------
 
@@ -150,6 +152,9 @@ class JobRun:
             ctx.endpoint = endpoint
             status, run_code = self._run_phases()
             self._finish(status, run_code)
+            raised = self._raised or getattr(self.execution, "raised", None)
+            if raised is not None:  # KeyboardInterrupt, SystemExit, ...: on to the caller, once recorded
+                raise raised
             return RunResult(rec, exit_code_for(rec))
         finally:
             restore()
@@ -196,6 +201,12 @@ class JobRun:
             return e.status, e.run_exit_code
         except Exception as e:  # a bug or a backend failure must still end the run honestly
             rec.error = f"{type(e).__name__}: {e}"
+            return Status.ERROR, EXIT_WRAPPER_FAILED
+        except BaseException as e:  # KeyboardInterrupt/SystemExit while coordinating: record, then re-raise
+            self._raised = e
+            rec.error = rec.error or f"{type(e).__name__}"
+            if isinstance(e, KeyboardInterrupt):
+                return Status.INTERRUPTED, ctx.stop_exit or 130
             return Status.ERROR, EXIT_WRAPPER_FAILED
 
     def _finish(self, status: Status, code: int | None) -> None:
@@ -244,6 +255,8 @@ def _install_signal_handlers(job: JobRun) -> Callable[[], None]:
     import _signal
 
     def handler(signum: int, _frame: object) -> None:
+        if job.signalled is None:
+            job.signalled = signum
         job.stop(interrupt=True, by=f"signal {_SIGNAL_NAMES.get(signum, signum)}", signum=signum)
 
     old = {}
