@@ -63,7 +63,7 @@ def test_help_and_errors_are_argparse_own(capsys: pytest.CaptureFixture[str]) ->
         p.parse_args(["--limit", "many"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid int value" in err
+    assert err.count("\n") == 1 and "argument -n/--limit: expected a whole number" in err
     with pytest.raises(SystemExit) as e:
         p.parse_args(["--help"])
     assert e.value.code == 0

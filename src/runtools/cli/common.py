@@ -1,4 +1,5 @@
-"""What every CLI shares: one-line errors, exit codes from the exception tree, output helpers."""
+"""What every CLI shares: one-line errors, exit codes from the exception tree, output helpers,
+the standard descriptors, and the checks every option value goes through."""
 
 from __future__ import annotations
 
@@ -10,18 +11,164 @@ from runtools.errors import RuntoolsError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any, NoReturn
+
+#: the largest count any option takes (`-n`, `--lines`, `--max-concurrent`, ...): SQLite's
+#: INTEGER and C's ssize_t stop here; beyond it a value is a typo, not a wish
+MAX_COUNT = 2**63 - 1
+#: exit code when our stdout is a pipe whose reader left (`taro history | head -1`): not an error
+EXIT_READER_GONE = 0
+
+#: which of 0, 1, 2 were closed when the command started (now /dev/null; see guard_stdio)
+CLOSED_STD_FDS: frozenset[int] = frozenset()
+
+
+def guard_stdio() -> frozenset[int]:
+    """Put /dev/null on any of the standard descriptors 0, 1, 2 that is closed; returns them.
+
+    Call it first thing in every entry point, before anything opens a file: with fd 1 closed,
+    the next open() (a database, an output file) would get fd 1, and whatever we print or
+    forward "to the terminal" would go into that file. The command we run inherits /dev/null,
+    a sensible descriptor, instead of a closed one. Python leaves `sys.stdout`/`sys.stderr`
+    None when it starts with them closed: they get a stream on /dev/null, so printing is safe.
+    """
+    global CLOSED_STD_FDS
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            break  # no /dev/null (a bare chroot): nothing better to put there
+        if null != fd:
+            os.dup2(null, fd)  # inheritable
+            os.close(null)
+        else:
+            os.set_inheritable(fd, True)  # os.open makes close-on-exec descriptors
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            try:
+                mode, errors = ("r", None) if fd == 0 else ("w", "backslashreplace")
+                setattr(sys, name, open(fd, mode, closefd=False, errors=errors))
+            except OSError:
+                pass
+    CLOSED_STD_FDS = frozenset(closed)
+    return CLOSED_STD_FDS
+
+
+def say(line: str) -> None:
+    """One line on stderr, made printable; never raises (stderr may be a closed pipe)."""
+    try:
+        sys.stderr.write(printable(line) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def reader_gone() -> int:
+    """Our stdout's reader left (EPIPE): point fd 1 at /dev/null so that no later flush fails,
+    and exit quietly with EXIT_READER_GONE."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
+    return EXIT_READER_GONE
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: control characters, escape sequences, bidi overrides
+    and undecodable bytes become visible escapes (`\\x1b`, `\\u202e`, `\\udcff`). For every
+    human-readable output path (tables, messages, hints); never for JSON, which is data."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one shell word, safe to paste into a command line suggested to the user:
+    `'...'` (shlex.quote), or `$'...'` with escapes when it has unprintable characters."""
+    if not text.isprintable():
+        body = "".join(c if c.isprintable() and c not in "\\'" else ("\\" + c if c in "\\'" else _escape(c))
+                       for c in text)
+        return f"$'{body}'"
+    from shlex import quote
+
+    return quote(text)
+
+
+def whole_number(text: str) -> int:
+    """argparse type for counts (registered for `type=int` on our parsers): a whole number
+    within +-MAX_COUNT, so no value overflows SQLite or C further down."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if not -MAX_COUNT <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (at most {MAX_COUNT})")
+    return value
+
+
+def empty_option(parser: argparse.ArgumentParser, ns: Any, allow: Iterable[str] = ()) -> str | None:
+    """The first option (or argument) of `parser` given an empty value in `ns`, as argparse
+    names it; None if there is none. Empty is never a value: `--pending "$UNSET"` must not
+    silently drop the gate. REMAINDER arguments (a command's own words) are left alone."""
+    import argparse
+
+    for action in parser._actions:
+        if action.nargs == 0 or action.nargs == argparse.REMAINDER or action.dest in allow:
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        value = getattr(ns, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            return "/".join(action.option_strings) or action.metavar or action.dest  # type: ignore[return-value]
+    return None
+
+
+def check_environment(*names: str) -> None:
+    """An environment variable that is set but empty is a mistake (`X="$UNSET"`), not a wish
+    for the default: say so instead of using a default directory or environment."""
+    from runtools.errors import UsageError
+
+    for name in names:
+        if os.environ.get(name) == "":
+            raise UsageError(f"${name} is set but empty: unset it, or set it to a value")
 
 
 def ArgParser(*args: Any, **kw: Any) -> argparse.ArgumentParser:
-    """argparse with one-line errors (`prog: message (see prog --help)`) and exit code 2.
+    """argparse with one-line errors (`prog: message (see prog --help)`) and exit code 2;
+    `type=int` is a bounded whole number; an empty value is an error naming the option.
     (Built on demand: `run job` parses its options without argparse.)"""
     import argparse
 
     class _ArgParser(argparse.ArgumentParser):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            self.register("type", int, whole_number)
+
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            ns, rest = super().parse_known_args(args, namespace)
+            bad = empty_option(self, ns)
+            if bad:
+                self.error(f"argument {bad}: must not be empty")
+            return ns, rest
+
         def error(self, message: str) -> NoReturn:
-            sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+            say(f"{self.prog}: {message} (see {self.prog} --help)")
             raise SystemExit(2)
 
     return _ArgParser(*args, **kw)
@@ -38,28 +185,32 @@ def run_main(
     try:
         code = fn()
     except RuntoolsError as e:
-        sys.stderr.write(f"{prog}: {e}\n")
+        say(f"{prog}: {e}")
         code = error_exit(e) if error_exit else e.exit_code
     except KeyboardInterrupt:
         code = 130
-    except SystemExit:
-        raise
-    except BrokenPipeError:
-        # the reader of our stdout went away (e.g. `taro history | head`): not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
+    except SystemExit as e:  # --help, argparse's errors: flushed below like any other end
+        if e.code is not None and not isinstance(e.code, int):
+            raise
+        code = e.code or 0
+    except BrokenPipeError:  # the reader of our stdout went away (e.g. `taro history | head`)
+        code = reader_gone()
     except Exception as e:  # a bug: one line, and the traceback only when asked for
         if os.environ.get("RUNTOOLS_DEBUG"):
             raise
-        sys.stderr.write(f"{prog}: internal error: {type(e).__name__}: {e} (set RUNTOOLS_DEBUG=1 for details)\n")
-        code = error_exit(e) if error_exit and isinstance(e, RuntoolsError) else (125 if prog == "run" else 1)
+        say(f"{prog}: internal error: {type(e).__name__}: {e} (set RUNTOOLS_DEBUG=1 for details)")
+        code = 125 if prog == "run" else 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = reader_gone() if code == 0 else code
+    except (OSError, ValueError):
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     if fast_exit:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except OSError:
-            pass
         os._exit(code)
     sys.exit(code)
 

@@ -191,11 +191,20 @@ def _negative_number(arg: str) -> bool:
 
 
 def _convert(spec: dict, value: str) -> Any:
+    """The value as argparse would convert it; _Fallback for anything argparse must refuse
+    (so its parser, `cli.common.ArgParser`, names the option): an empty string, a number
+    that is not whole or out of range, a value outside `choices`."""
+    if value == "":
+        raise _Fallback
     if spec.get("type") is int:
+        from runtools.cli.common import MAX_COUNT
+
         try:
             value = int(value)  # type: ignore[assignment]
         except ValueError:
             raise _Fallback from None
+        if not -MAX_COUNT <= value <= MAX_COUNT:  # type: ignore[operator]
+            raise _Fallback
     choices = spec.get("choices")
     if choices is not None and value not in choices:
         raise _Fallback

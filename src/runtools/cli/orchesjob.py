@@ -28,9 +28,18 @@ VERSION = "1.1.0 (runtools)"
 def _parser_class(**kw: Any) -> argparse.ArgumentParser:
     import argparse
 
+    from runtools.cli.common import empty_option, say
+
     class Parser(argparse.ArgumentParser):
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            ns, rest = super().parse_known_args(args, namespace)
+            bad = empty_option(self, ns)
+            if bad:  # `--run-key "$UNSET"` is a mistake, never a value
+                self.error(f"argument {bad}: must not be empty")
+            return ns, rest
+
         def error(self, message: str) -> NoReturn:
-            sys.stderr.write(f"{PROG}: {message}\n")
+            say(f"{PROG}: {message}")
             raise SystemExit(2)
 
     return Parser(**kw)
@@ -51,21 +60,25 @@ def _invalid(message: str) -> Exception:
 
 
 def _secs(text: str) -> float:
+    from runtools.model.durations import MAX_DURATION_S
+
     try:
         v = float(text)
     except ValueError:
         raise _invalid(f"invalid number of seconds: {text!r}") from None
-    if v != v or v < 0 or v == float("inf"):
+    if v != v or v < 0 or v > MAX_DURATION_S:  # NaN, negative, inf, past the 100-year ceiling
         raise _invalid(f"invalid number of seconds: {text!r}")
     return v
 
 
 def _count(text: str) -> int:
+    from runtools.cli.common import MAX_COUNT
+
     try:
         v = int(text)
     except ValueError:
         raise _invalid(f"invalid line count: {text!r}") from None
-    if v < 0:
+    if v < 0 or v > MAX_COUNT:
         raise _invalid(f"invalid line count: {text!r}")
     return v
 
@@ -211,6 +224,8 @@ def fast_parse(argv: list[str]) -> Args | None:
                 value = argv[i]
             else:
                 return None
+            if not value:
+                return None  # empty: argparse's parser names the option
             if kind == "secs" or kind == "count":
                 try:
                     values[dest] = _secs(value) if kind == "secs" else _count(value)
@@ -264,6 +279,10 @@ def _start(a: Any) -> int:
         from runtools.errors import UsageError
 
         raise UsageError("command is required (provide it after --)")
+    if not cmd[0]:
+        from runtools.errors import UsageError
+
+        raise UsageError("empty command: the first word after -- is an empty string")
     got = start(cmd, a.run_key, strict=a.strict, sync=a.sync, start_timeout=a.start_timeout)
     mode = "sync" if a.sync else "async"
     _print(start_response(got.run, existing=got.existing, mode=mode, strict=a.strict,
@@ -276,7 +295,7 @@ def _rerun(a: Any) -> int:
     from runtools.orchesjob.view import start_response
     from runtools.orchesjob.worker import start
 
-    with open_env() as env:
+    with open_env(create=False) as env:
         src = ops.rerun_source(env, a.run_key, a.job_id)
     got = start(list(src.command or []), src.run_key or "", sync=a.sync, start_timeout=a.start_timeout,
                 rerun_of=src, reason=a.reason)
@@ -289,7 +308,7 @@ def _rerun(a: Any) -> int:
 def _status(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
-    with open_env() as env:
+    with open_env(create=False) as env:
         _print(ops.status(env, a.run_key, a.job_id, a.running, a.all))
     return 0
 
@@ -297,7 +316,7 @@ def _status(a: Any) -> int:
 def _logs(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
-    with open_env() as env:
+    with open_env(create=False) as env:
         rec, path = ops.log_path(env, a.run_key, a.job_id, a.stream)
         ops.write_logs(env, rec, path, a.stream, a.tail, a.follow, sys.stdout.buffer)
     return 0
@@ -306,7 +325,7 @@ def _logs(a: Any) -> int:
 def _abort(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
-    with open_env() as env:
+    with open_env(create=False) as env:
         _print(ops.abort(env, a.run_key, a.job_id, a.reason, a.grace_seconds, _who("abort")))
     return 0
 
@@ -315,7 +334,7 @@ def _unlock(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
     ops.parse_ttl(a.ttl)  # bad input fails before touching the state directory
-    with open_env() as env:
+    with open_env(create=False) as env:
         _print(ops.unlock(env, a.run_key, a.reason, a.ttl, _who("unlock")))
     return 0
 
@@ -323,7 +342,7 @@ def _unlock(a: Any) -> int:
 def _clean(a: Any) -> int:
     from runtools.orchesjob import open_env, ops
 
-    with open_env() as env:
+    with open_env(create=False) as env:
         _print(ops.clean(env, a.before, a.after, a.all, a.job_id, a.run_key, a.dry_run))
     return 0
 
@@ -340,11 +359,17 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    from runtools.cli.common import guard_stdio
+
+    guard_stdio()  # before anything opens a file: a closed fd 1 must not become the database
     from runtools.errors import RuntoolsError
 
     argv = sys.argv[1:] if argv is None else argv
     try:
         a = parse_args(argv)
+        from runtools.cli.common import check_environment
+
+        check_environment("ORCHESJOB_HOME", "ORCHESJOB_LOCK_TIMEOUT")
         if a.subcommand == "clean":  # the selection rules come before any I/O
             from runtools.orchesjob.ops import clean_args_error
 
@@ -355,12 +380,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
                 raise UsageError(msg)
         code = COMMANDS[a.subcommand](a)
     except RuntoolsError as e:
-        sys.stderr.write(f"{PROG}: {e}\n")
+        from runtools.cli.common import say
+
+        say(f"{PROG}: {e}")
         code = e.exit_code if e.exit_code in (1, 2, 3, 4, 5) else 1
     except KeyboardInterrupt:
         code = 130
-    except BrokenPipeError:
-        code = 0
+    except SystemExit as e:  # --help, --version, argument errors: flushed like any other end
+        if e.code is not None and not isinstance(e.code, int):
+            raise
+        code = e.code or 0
+    except BrokenPipeError:  # the reader of our stdout left (`orchesjob status | head -1`)
+        from runtools.cli.common import reader_gone
+
+        code = reader_gone()
     _exit(code)
 
 
@@ -370,13 +403,15 @@ def _exit(code: int) -> NoReturn:
     a seventh of a `status` (and of each start in a burst)."""
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
-        pass  # the reader left: as before, not an error
-    except OSError:
+    except BrokenPipeError:  # the reader left: as before, not an error
+        from runtools.cli.common import reader_gone
+
+        code = reader_gone() if code == 0 else code
+    except (OSError, ValueError):
         code = code or 120  # what the interpreter's own final flush would have exited with
     try:
         sys.stderr.flush()
-    except OSError:
+    except (OSError, ValueError):
         pass
     os._exit(code)
 

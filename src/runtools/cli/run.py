@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from runtools.cli.common import run_main
+from runtools.cli.common import MAX_COUNT, guard_stdio, run_main, say, shell_quote
 from runtools.errors import RuntoolsError, UsageError
 from runtools.model.status import EXIT_WRAPPER_FAILED
 
@@ -144,11 +144,15 @@ def _apply(a: Args, opt: tuple, name: str, inline: str | None, argv: list[str], 
             raise UsageError(f"option {name} needs a value (see {prog} --help)")
         inline = argv[i + 1]
         i += 1
+    if inline == "":  # `--pending "$UNSET"` must not run ungated
+        raise UsageError(f"option {name} needs a value, not an empty string (see {prog} --help)")
     if kind == "int":
         try:
             value: object = int(inline)
         except ValueError:
             raise UsageError(f"option {name} needs a whole number, not {inline!r}") from None
+        if not -MAX_COUNT <= value <= MAX_COUNT:  # type: ignore[operator]
+            raise UsageError(f"option {name}: {inline!r} is out of range (at most {MAX_COUNT})")
         setattr(a, dest, value)
     elif kind == "append":
         getattr(a, dest).append(inline)
@@ -190,6 +194,8 @@ def spec_from_args(a: Args):  # -> JobSpec
         cmd = cmd[1:]
     if not cmd:
         raise UsageError("no command given: put it after the options, e.g. run job --id hello -- echo hi")
+    if not cmd[0]:
+        raise UsageError("empty command: the first word after the options is an empty string")
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UsageError("--max-concurrent must be at least 1")
     if a.strict and not a.run_key:
@@ -280,12 +286,13 @@ def execute(a: Args, argv: list[str]) -> int:
 
             existing = result.run
             if existing.active:
-                sys.stderr.write(f"run: run key {existing.run_key} is held by {existing.instance_id}: waiting for it\n")
+                say(f"run: run key {existing.run_key} is held by {existing.instance_id}: waiting for it")
                 existing = wait_for_end(env, existing)
             else:
-                sys.stderr.write(
-                    f"run: run key {existing.run_key} already ran ({existing.instance_id} {existing.status}): "
-                    f"not run again; `taro unlock {existing.run_key}` allows one more run\n"
+                key = existing.run_key or ""
+                say(
+                    f"run: run key {key} already ran ({existing.instance_id} {existing.status}): "
+                    f"not run again; `taro unlock {shell_quote(key)}` allows one more run"
                 )
                 return result.exit_code  # 105 DUPLICATE, not the old run's code
             return exit_code_for(existing)
@@ -305,7 +312,7 @@ def _explain(run) -> None:
         if error.lower().startswith(prefix):  # "OVERLAP: overlap: ..." says it twice
             error = error[len(prefix):]
         why = f": {error}" if error and error != status.value else ""
-        sys.stderr.write(f"run: {run.instance_id} {status.value}{why}\n")
+        say(f"run: {run.instance_id} {status.value}{why}")
 
 
 def _notifier():
@@ -362,7 +369,7 @@ def _detach(argv: list[str]) -> int:
         if not chunks:
             errf.seek(0)
             err = errf.read().decode("utf-8", "replace").strip()
-            sys.stderr.write((err or "run: the detached run failed to start") + "\n")
+            say(err or "run: the detached run failed to start")
             return EXIT_WRAPPER_FAILED
     sys.stdout.write(json.dumps(json.loads(b"".join(chunks)), indent=2) + "\n")
     return 0
@@ -387,6 +394,7 @@ def _strip_detach(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    guard_stdio()  # before anything opens a file: a closed fd 1 must not become the database
     argv = sys.argv[1:] if argv is None else argv
 
     def go() -> int:
@@ -395,7 +403,11 @@ def main(argv: list[str] | None = None) -> None:
             return 0 if argv else 2
         if argv[0] != "job":
             raise UsageError(f"unknown command {argv[0]!r}: use `run job [OPTIONS] [--] COMMAND`")
-        return execute(parse_args(argv[1:]), argv)
+        a = parse_args(argv[1:])
+        from runtools.cli.common import check_environment
+
+        check_environment("RUNTOOLS_ENV", "RUNTOOLS_HOME")
+        return execute(a, argv)
 
     def error_exit(e: RuntoolsError) -> int:
         return 2 if isinstance(e, UsageError) else EXIT_WRAPPER_FAILED

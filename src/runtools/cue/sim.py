@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import time
@@ -64,10 +63,46 @@ class SimConfig:
 def rate_string(value: str) -> str:
     """A runcue rate string; a bare number means per second."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         text = f"{text}/s"
-    parse_rate(text)  # raises ValueError naming it
+    try:
+        parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+#: most work items one simulation creates (they are all created up front)
+MAX_SIM_COUNT = 1_000_000
+
+
+def _number(low: float, high: float, what: str, low_open: bool = False) -> Any:
+    """argparse type: a finite number in [low, high] ((low, high] with `low_open`)."""
+
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if not (low < v <= high if low_open else low <= v <= high):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return v
+
+    return convert
+
+
+def _whole(low: int, high: int) -> Any:
+    """argparse type: a whole number in [low, high]."""
+
+    def convert(text: str) -> int:
+        from runtools.cli.common import whole_number
+
+        v = whole_number(text)
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not between {low} and {high}")
+        return v
+
+    return convert
 
 
 class Simulation:
@@ -344,36 +379,58 @@ class Simulation:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of runcue-sim."""
-    p = argparse.ArgumentParser(prog="runcue-sim", description="Simulate runcue dependency patterns.")
+    from runtools.cli.common import MAX_COUNT, ArgParser
+    from runtools.model.durations import MAX_DURATION_S
+
+    fraction = _number(0.0, 1.0, "a fraction between 0 and 1")
+    p = ArgParser(prog="runcue-sim", description="Simulate runcue dependency patterns.")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="single_queue")
     p.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
-    p.add_argument("-n", "--count", type=int, default=20, help="work items to create (default 20)")
-    p.add_argument("-l", "--latency", type=float, default=50.0, help="handler latency in ms (default 50)")
-    p.add_argument("-j", "--jitter", type=float, default=0.2, help="latency jitter, +- fraction")
-    p.add_argument("--outliers", type=float, default=0.0, help="fraction of calls 10x slower (default 0)")
-    p.add_argument("-e", "--error-rate", type=float, default=0.0, help="fraction of calls that fail")
-    p.add_argument("-c", "--concurrent", type=int, default=10, help="concurrency of the api service")
+    p.add_argument("-n", "--count", type=_whole(1, MAX_SIM_COUNT), default=20,
+                   help=f"work items to create (default 20, at most {MAX_SIM_COUNT})")
+    p.add_argument("-l", "--latency", type=_number(0.0, MAX_DURATION_S * 1000.0, "a latency in ms (0 to 100 years)"),
+                   default=50.0, help="handler latency in ms (default 50)")
+    p.add_argument("-j", "--jitter", type=fraction, default=0.2, help="latency jitter, +- fraction (0 to 1)")
+    p.add_argument("--outliers", type=fraction, default=0.0, help="fraction of calls 10x slower (default 0)")
+    p.add_argument("-e", "--error-rate", type=fraction, default=0.0, help="fraction of calls that fail (0 to 1)")
+    p.add_argument("-c", "--concurrent", type=_whole(1, MAX_COUNT), default=10,
+                   help="concurrency of the api service")
     p.add_argument("-r", "--rate-limit", type=rate_string, default=None,
                    help="rate of the api service, e.g. 600/min (a bare number is per second)")
-    p.add_argument("-s", "--submit-rate", type=float, default=0.0,
-                   help="submissions per second (default: all at once)")
+    p.add_argument("-s", "--submit-rate", type=_number(0.0, float(MAX_COUNT), "a rate of 0 or more per second"),
+                   default=0.0, help="submissions per second (default: all at once)")
     p.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
-    p.add_argument("--timeout", type=float, default=60.0, help="end the run after this many seconds")
+    p.add_argument("--timeout", type=_number(0.0, MAX_DURATION_S, "a number of seconds (up to 100 years)", True),
+                   default=60.0, help="end the run after this many seconds")
     p.add_argument("-v", "--verbose", action="store_true", help="print the event log")
     p.add_argument("--no-tui", dest="tui", action="store_false", help="no live terminal view")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the runcue-sim console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the runcue-sim console script. Exit 0 when the reader of stdout left."""
+    from runtools.cli.common import guard_stdio, reader_gone
+
+    guard_stdio()  # printing must be safe with a closed stdout or stderr
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        return reader_gone()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): returned, output flushed here
+        if e.code is not None and not isinstance(e.code, int):
+            raise
+        sys.stdout.flush()
+        return e.code or 0
     if args.list_scenarios:
         for name, text in SCENARIOS.items():
             print(f"{name:<14} {text}")
+        sys.stdout.flush()
         return 0
-    if args.count < 1 or args.concurrent < 1 or args.timeout <= 0:
-        print("runcue-sim: --count, --concurrent and --timeout must be positive", file=sys.stderr)
-        return 2
     cfg = SimConfig(**{k: v for k, v in vars(args).items() if k != "list_scenarios"})
     sim = Simulation(cfg)
     try:
@@ -391,9 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("runcue-sim: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. piped into head: stop quietly
-        sys.stdout = open(os.devnull, "w")  # interpreter exit must not re-raise
-        return 141
 
 
 if __name__ == "__main__":

@@ -293,6 +293,10 @@ def parse_ttl(value: str | None) -> int | None:
             raise UsageError(f"Invalid ttl: {v!r}. Use seconds or suffix s/m/h/d") from None
     if amount <= 0:
         raise UsageError("ttl must be positive")
+    from runtools.model.durations import MAX_DURATION_S
+
+    if seconds > MAX_DURATION_S:  # the expiry must stay a date (it is shown by every status)
+        raise UsageError(f"Invalid ttl: {v!r}. At most 100 years (36500d)")
     return seconds
 
 

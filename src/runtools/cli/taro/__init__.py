@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from runtools.cli.common import run_main
+from runtools.cli.common import check_environment, guard_stdio, run_main
 from runtools.cli.fastparse import FastParser
 from runtools.errors import UsageError
 
@@ -55,6 +55,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    guard_stdio()  # before anything opens a file: a closed fd 1 must not become the database
     argv = sys.argv[1:] if argv is None else argv
 
     def go() -> int:
@@ -72,11 +73,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise UsageError(f"verb {verb!r} is not available in this build") from None
             raise
         if hasattr(mod, "run_argv"):  # verbs that parse their own options (exec)
+            check_environment("RUNTOOLS_ENV", "RUNTOOLS_HOME")
             return mod.run_argv(argv[1:])
         p = FastParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
         mod.configure(p, verb) if getattr(mod, "MULTI", False) else mod.configure(p)
         args = p.parse_args(argv[1:])
         args.verb = verb
+        check_environment("RUNTOOLS_ENV", "RUNTOOLS_HOME")
         return mod.run(args)
 
     run_main("taro", go)

@@ -54,7 +54,12 @@ class LocalTx(Tx):
         return store.find(self.conn, query)
 
     def insert(self, run: RunRecord) -> None:
-        self.conn.execute(store.INSERT, store.row_values(run))
+        try:
+            self.conn.execute(store.INSERT, store.row_values(run))
+        except sqlite3.IntegrityError:  # instance_id is the only unique column: `--run-id` given twice
+            from runtools.errors import UsageError
+
+            raise UsageError(f"run id {run.run_id} of job {run.job_id} already exists; choose another") from None
 
     def update(self, run: RunRecord) -> None:
         self.conn.execute(store.UPDATE, (*store.row_values(run), run.instance_id))
