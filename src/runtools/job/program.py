@@ -24,7 +24,6 @@ import time
 from _signal import SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGTERM, SIGWINCH, SIGXFSZ
 
 from runtools.job.phase import ExecutionPhase, RunContext
-from runtools.model.durations import wait_slice
 from runtools.model.status import EXIT_WRAPPER_FAILED, State, Status
 from runtools.output.capture import StreamCapture, output_floor, output_limit
 
@@ -187,6 +186,8 @@ class ProgramPhase(ExecutionPhase):
     # -- supervising ---------------------------------------------------------------------------
 
     def _supervise(self, ctx: RunContext, pid: int, pipes: dict[int, Channel]) -> tuple[Status, int | None]:
+        from runtools.model.durations import wait_slice
+
         run = ctx.run
         progress_dirty = False
 

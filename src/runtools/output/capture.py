@@ -182,7 +182,7 @@ class StreamCapture:
         keep = self.limit // 2
         cut = self.stored - keep
         try:
-            head = os.pread(fd, min(_ALIGN_WINDOW, keep), cut)
+            head = os.pread(fd, min(_ALIGN_WINDOW, keep // 4), cut)  # keep at least 3/4 of the half
             nl = head.find(b"\n")
             if 0 <= nl < len(head) - 1:
                 cut += nl + 1
