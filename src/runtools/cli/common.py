@@ -7,6 +7,8 @@ import os
 import sys
 
 from runtools.errors import RuntoolsError
+from runtools.model.text import printable as printable  # re-exported for the CLIs
+from runtools.model.text import shell_quote as shell_quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,32 +82,6 @@ def reader_gone() -> int:
     except OSError:
         pass
     return EXIT_READER_GONE
-
-
-def printable(text: str) -> str:
-    """`text` safe to show on a terminal: control characters, escape sequences, bidi overrides
-    and undecodable bytes become visible escapes (`\\x1b`, `\\u202e`, `\\udcff`). For every
-    human-readable output path (tables, messages, hints); never for JSON, which is data."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-def _escape(c: str) -> str:
-    o = ord(c)
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
-
-
-def shell_quote(text: str) -> str:
-    """`text` as one shell word, safe to paste into a command line suggested to the user:
-    `'...'` (shlex.quote), or `$'...'` with escapes when it has unprintable characters."""
-    if not text.isprintable():
-        body = "".join(c if c.isprintable() and c not in "\\'" else ("\\" + c if c in "\\'" else _escape(c))
-                       for c in text)
-        return f"$'{body}'"
-    from shlex import quote
-
-    return quote(text)
 
 
 def whole_number(text: str) -> int:

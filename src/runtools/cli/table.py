@@ -22,8 +22,12 @@ def local_time(ts: float | None, today_short: bool = True) -> str:
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned; every cell made printable (user text cannot paint the terminal)."""
     if not rows:
         return ""
+    from runtools.model.text import printable
+
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

@@ -99,4 +99,6 @@ def event_line(ev: Event) -> str:
         extra = "  " + " ".join(f"{k}={v}" for k, v in ev.detail.items() if v is not None)
     if ev.event in ("ended", "current") and not r.active and r.exit_code is not None:
         extra += f"  exit={r.exit_code}"
-    return f"{ts}  {r.instance_id}  {ev.event:<9}  {what}{extra}"
+    from runtools.model.text import printable
+
+    return printable(f"{ts}  {r.instance_id}  {ev.event:<9}  {what}{extra}")

@@ -55,9 +55,12 @@ class DisabledCheck(AdmissionPhase):
             except Exception:
                 continue
             if matches:
+                from runtools.model.text import shell_quote
+
                 return Admit(
                     end=Status.DISABLED,
-                    reason=f"job {run.job_id} is disabled by pattern {pattern!r}: `taro enable {pattern}` to allow it",
+                    reason=f"job {run.job_id} is disabled by pattern {pattern!r}: "
+                    f"`taro enable {shell_quote(pattern)}` to allow it",
                 )
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from runtools.cli.views import add_common, env_of
+from runtools.model.text import printable
 
 TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 tx.put_setting(DISABLED, p, None)
     for p in args.patterns:
         if p not in missing:
-            sys.stdout.write(f"{args.verb}d {p}\n")
+            sys.stdout.write(f"{args.verb}d {printable(p)}\n")
     if missing:
         raise NotFoundError(f"not disabled: {' '.join(missing)} (see `taro list-disabled`)")
     return 0

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{resp.get('action', verb)} {r.instance_id}\n")
             else:
                 failed += 1
-                sys.stderr.write(f"taro: {r.instance_id}: {resp.get('error')}\n")
+                from runtools.cli.common import say
+
+                say(f"taro: {r.instance_id}: {resp.get('error')}")
     if not done and not failed:
         raise NotFoundError("the matching runs ended before they could be reached")
     return 1 if failed else 0

@@ -34,5 +34,7 @@ def run(args: argparse.Namespace) -> int:
                     "allowed_at": iso(o["allowed_at"]), "expires_at": iso(o["expires_at"])})
     else:
         until = f" until {iso(o['expires_at'])}" if o["expires_at"] is not None else ""
-        sys.stdout.write(f"unlocked {args.key}: the next strict start runs once more{until}\n")
+        from runtools.model.text import printable
+
+        sys.stdout.write(f"unlocked {printable(args.key)}: the next strict start runs once more{until}\n")
     return 0
