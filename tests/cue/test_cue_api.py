@@ -34,9 +34,9 @@ def test_model_defaults() -> None:
 
 def test_registration_errors_and_get_task() -> None:
     cue = runcue.Cue()
-    with pytest.raises(ValueError, match="'fast'"):
+    with pytest.raises(ValueError, match=r"^Invalid rate format: fast\. "):
         cue.service("api", rate="fast")
-    with pytest.raises(ValueError, match="nope"):
+    with pytest.raises(ValueError, match=r"^Unknown service: nope\. .*cue\.service"):
         cue.task("t", uses="nope")
     with pytest.raises(ValueError, match="retry"):
         cue.task("t", retry=0)
@@ -258,10 +258,28 @@ def test_priority_orders_highest_first_fifo_among_equals() -> None:
     assert run(main()) == ["blocker", "hi1", "hi2", "mid1", "mid2", "lo1", "lo2"]
 
 
-def test_unknown_task_is_reported_then_runs_once_registered() -> None:
+def test_submit_for_an_unknown_task_raises_as_the_original() -> None:
     async def main() -> None:
         async with runcue.Cue() as cue:
+            with pytest.raises(ValueError, match=r"^Unknown task: later\. .*@cue\.task\('later'"):
+                await cue.submit("later", params={"x": 1})
+            assert await cue.list() == []
+
+    run(main())
+
+
+def test_work_whose_task_is_gone_is_reported_then_runs_once_registered() -> None:
+    async def main() -> None:
+        async with runcue.Cue() as cue:
+
+            @cue.task("later")
+            def first(work: WorkUnit) -> int:
+                return 0
+
+            cue.is_ready(lambda work: False)  # hold it while its task goes away
             wid = await cue.submit("later", params={"x": 1})
+            del cue._task_types["later"]  # no public way: the path defends against a vanished handler
+            cue.is_ready(lambda work: True)
             await until(lambda: [b["reason"] for b in cue.debug_blocked()] == ["unknown_task"])
             assert "later" in cue.debug_blocked()[0]["details"]
 

@@ -108,7 +108,7 @@ def test_stall_timeout_fails_pending_work_and_warns_once() -> None:
         assert len(failures) == 3 and all(isinstance(e, TimeoutError) for e in failures)
         assert len(warnings) == 1 and warnings[0][0] >= 0.05 and warnings[0][1] == 3
         works = await cue.list()
-        assert all(w.state is WorkState.FAILED and "stall" in (w.error or "") for w in works)
+        assert all(w.state is WorkState.FAILED and (w.error or "").startswith("Stall timeout: ") for w in works)
 
     run(main())
 

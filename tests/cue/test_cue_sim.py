@@ -63,7 +63,7 @@ def test_list_scenarios_and_bad_arguments(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()] == list(sim.SCENARIOS)
     assert sim.main(["--rate-limit", "lots"]) == 2
-    assert "invalid rate" in capsys.readouterr().err
+    assert "Invalid rate format: lots" in capsys.readouterr().err
     assert sim.main(["--count", "0", "--no-tui"]) == 2
 
 

@@ -157,9 +157,8 @@ class Cue:
     def task(self, name: str, uses: str | None = None, retry: int = 1) -> Callable[[F], F]:
         """Register the decorated function (sync or async) as the handler of task `name`."""
         if uses is not None and uses not in self._services:
-            raise ValueError(
-                f"task {name!r} uses unknown service {uses!r}: "
-                f"declare it first with cue.service({uses!r}, ...)"
+            raise ValueError(  # the original's words first: "Unknown service: NAME"
+                f"Unknown service: {uses}. Task {name!r} uses it: declare it first with cue.service({uses!r}, ...)"
             )
         if not isinstance(retry, int) or retry < 1:
             raise ValueError(f"invalid retry={retry!r} for task {name!r}: must be an int >= 1 (attempts)")
@@ -337,7 +336,14 @@ class Cue:
     # ------------------------------------------------------------------- work
 
     async def submit(self, task: str, params: dict[str, Any] | None = None) -> str:
-        """Queue work for `task` and return its id; dispatch happens later, never inside this call."""
+        """Queue work for `task` and return its id; dispatch happens later, never inside this call.
+
+        Raises ValueError("Unknown task: ...") when no handler is registered for `task`, as
+        the original runcue does."""
+        if task not in self._task_types:
+            raise ValueError(
+                f"Unknown task: {task}. Register its handler first with @cue.task({task!r}, ...)"
+            )
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop

@@ -23,18 +23,24 @@ _UNITS = {
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([A-Za-z]+)\s*$")
 
 
+_UNITS_TEXT = "s|sec|second, m|min|minute or h|hr|hour, e.g. '60/min'"
+
+
 def parse_rate(rate: str) -> tuple[int, float]:
-    """Turn ``"60/min"`` into ``(60, 60.0)``; raise ValueError naming the bad string."""
+    """Turn ``"60/min"`` into ``(60, 60.0)``; raise ValueError naming the bad string.
+
+    The messages start with the original runcue's words ("Invalid rate format: ...",
+    "Unknown rate unit: ...") so code matching on them keeps working, then say more."""
     match = _RATE_RE.match(rate) if isinstance(rate, str) else None
-    if match is None or match.group(2).lower() not in _UNITS:
-        raise ValueError(
-            f"invalid rate {rate!r}: expected '<count>/<unit>' with unit s|sec|second, "
-            "m|min|minute or h|hr|hour (e.g. '60/min')"
-        )
+    if match is None:
+        raise ValueError(f"Invalid rate format: {rate}. Use '<count>/<unit>' with unit {_UNITS_TEXT}")
+    unit = match.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"Unknown rate unit: {match.group(2)} (in rate {rate!r}). Use {_UNITS_TEXT}")
     count = int(match.group(1))
     if count < 1:
-        raise ValueError(f"invalid rate {rate!r}: the count must be at least 1")
-    return count, _UNITS[match.group(2).lower()]
+        raise ValueError(f"Invalid rate format: {rate}. The count must be at least 1")
+    return count, _UNITS[unit]
 
 
 class RateWindow:
@@ -48,9 +54,10 @@ class RateWindow:
         self.starts: deque[float] = deque()
 
     def _prune(self, now: float) -> None:
-        starts = self.starts
-        horizon = now - self.period
-        while starts and starts[0] <= horizon:
+        starts, period = self.starts, self.period
+        # `s + period <= now`, not `s <= now - period`: the same sum as next_free(), so a start
+        # kept here always makes next_free() later than now (no float rounding in between)
+        while starts and starts[0] + period <= now:
             starts.popleft()
 
     def available(self, now: float) -> bool:

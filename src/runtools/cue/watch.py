@@ -90,7 +90,11 @@ class Watchdog:
         while timeout_q and timeout_q[0][0] <= now:
             entry = timeout_q.popleft()[1]
             if entry.work.state is PENDING and not entry.started:
-                cue._fail_pending(entry, TimeoutError(f"pending for more than {cue.pending_timeout}s"))
+                waited = now - entry.submitted  # the original's words first, then which work
+                cue._fail_pending(entry, TimeoutError(
+                    f"Pending timeout: waited {waited:.1f}s (limit: {cue.pending_timeout}s) "
+                    f"without starting: work {entry.work.id} ({entry.work.task})"
+                ))
         self.arm_deadlines()
 
     def _pending_warning(self, work: WorkUnit, seconds: float) -> None:
@@ -136,7 +140,7 @@ class Watchdog:
             else:
                 self._call(cue._on_stall_warning, idle, cue._pending)
         if limit is not None and idle >= limit:
-            error = f"stalled: no progress for {idle:.1f}s (stall_timeout={limit}s)"
+            error = f"Stall timeout: no progress for {idle:.1f}s (limit: {limit}s) while work was pending"
             for entry in [e for e in cue._entries.values() if e.work.state is PENDING]:
                 cue._fail_pending(entry, TimeoutError(error))
         self.arm_stall()
