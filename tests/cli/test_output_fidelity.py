@@ -82,6 +82,17 @@ def test_at_a_terminal_the_command_sees_a_terminal_with_its_size(cli):
     assert Path(r["stderr_path"]).read_bytes() == b""
 
 
+def test_ls_at_a_terminal_has_colours_and_columns(cli, tmp_path):
+    d = tmp_path / "listing"
+    d.mkdir()
+    for name in ("adir", "bdir"):
+        (d / name).mkdir()
+    rc, screen, _ = run_at_terminal(cli, "--id", "ls", "--", "ls", "--color=auto", str(d))
+    assert rc == 0
+    assert b"\x1b[" in screen  # colours: ls saw a terminal
+    assert screen.count(b"\r\n") == 1  # columns: both names on one line
+
+
 def test_terminal_order_of_stdout_and_stderr_is_kept(cli):
     rc, screen, _ = run_at_terminal(cli, "--id", "order", "--", "sh", "-c", "echo a; echo b >&2; echo c")
     assert (rc, screen) == (0, b"a\r\nb\r\nc\r\n")
