@@ -125,10 +125,15 @@ class ProgramPhase(ExecutionPhase):
         try:
             if not self.bypass:
                 for ch in self._channels():
+                    r = w = -1
                     if ch[3]:
-                        r, w = os.openpty()
-                        _setup_pty(w, ch[2])
-                    else:
+                        try:
+                            r, w = os.openpty()
+                        except OSError:  # no pseudo-terminals here (container limits): a pipe will do
+                            ch = (*ch[:3], False)
+                        else:
+                            _setup_pty(w, ch[2])
+                    if r < 0:
                         r, w = os.pipe()
                     ours[r] = ch
                     close_after.append(w)
