@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -191,3 +194,27 @@ def test_python_api_result_and_record_agree(home):
         assert result.exit_code == expected == result.run.exit_code
     with runtools.environment() as env:
         assert [r.exit_code for r in env.find_runs(runtools.RunQuery(limit=2))] == [0, 7]
+
+
+# -- orchesjob: waits with extreme values, and on jobs that already ended ---------------------
+
+
+def orchesjob(tmp_path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ORCHESJOB_HOME": str(tmp_path / "oj")}
+    argv = [str(Path(sys.executable).parent / "orchesjob"), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_orchesjob_waits_take_a_century_and_answer_ended_jobs_at_once(tmp_path):
+    century = str(100 * 365 * 86400)
+    p = orchesjob(tmp_path, "start", "--run-key", "k", "--start-timeout", century, "--", "sh", "-c", "echo hi")
+    assert p.returncode == 0, p.stderr
+    p = orchesjob(tmp_path, "start", "--run-key", "k2", "--sync", "--start-timeout", century, "--", "true")
+    assert p.returncode == 0 and json.loads(p.stdout)["status"] == "SUCCEEDED", p.stderr
+    # k2 has ended: a follow prints what there is and answers at once
+    p = orchesjob(tmp_path, "logs", "--run-key", "k2", "--follow")
+    assert p.returncode == 0, p.stderr
+    p = orchesjob(tmp_path, "start", "--run-key", "long", "--", "sleep", "30")
+    assert p.returncode == 0, p.stderr
+    p = orchesjob(tmp_path, "abort", "--run-key", "long", "--grace-seconds", century, timeout=15)
+    assert p.returncode == 0, p.stderr  # TERM ends it long before the grace: no overflow, no hang
