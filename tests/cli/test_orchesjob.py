@@ -508,8 +508,9 @@ def test_busy_database_is_exit_5(oj: OJ) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     try:
         fast = {"ORCHESJOB_LOCK_TIMEOUT": "0.2"}
-        for args in (("status", "--run-key", "b"), ("start", "--run-key", "b2", "--", "true"),
-                     ("unlock", "--run-key", "b")):
+        p = oj("status", "--run-key", "b", env=fast)  # a read does not wait for the write lock
+        assert (p.returncode, p.stderr) == (0, "")
+        for args in (("start", "--run-key", "b2", "--", "true"), ("unlock", "--run-key", "b")):
             p = oj(*args, env=fast)
             assert p.returncode == 5, (args, p.stderr)
             assert p.stderr.startswith("orchesjob: ") and p.stderr.count("\n") == 1 and "busy" in p.stderr

@@ -47,7 +47,7 @@ def test_a_run_whose_lease_is_gone_is_not_a_holder(tmp_path: Path) -> None:
 
 
 def test_a_start_on_a_dead_holder_starts_a_new_job(oj: OJ) -> None:  # noqa: F811
-    oj.ok("status", "--running")  # create the home
+    oj.ok("status", "--running")  # reads as empty, creates nothing: the transaction below creates it
     with LocalEnvironment(str(oj.home), db_name=DB_NAME) as env, env.transaction() as tx:
         tx.insert(RunRecord(job_id="orchesjob", run_id="0d0d0d0d-0000-4000-8000-000000000000",
                             created_at=time.time(), stage=Stage.RUNNING, run_key="k", attempt_no=1, pid=1,
@@ -58,7 +58,7 @@ def test_a_start_on_a_dead_holder_starts_a_new_job(oj: OJ) -> None:  # noqa: F81
 
 
 def test_the_read_uses_the_active_runs_index(oj: OJ) -> None:  # noqa: F811
-    oj.ok("status", "--running")
+    oj.ok("start", "--run-key", "x", "--sync", "--", "true")  # create the database (a read creates nothing)
     with sqlite3.connect(oj.home / DB_NAME) as c:
         plan = " ".join(str(row) for row in c.execute(f"EXPLAIN QUERY PLAN {ACTIVE_OF_KEY}", ("k",)))
     assert "runs_active" in plan, plan

@@ -462,10 +462,14 @@ def test_follow_output_of_unknown_run(env):
         next(iter(env.follow_output("ghost@r1")))
 
 
-def test_output_paths_are_distinct_per_run(env):
-    a = env.output_paths(rec("job", "r1"))
-    b = env.output_paths(rec("job", "r2"))
+def test_output_paths_are_distinct_per_run_and_exist_once_it_is_inserted(env):
+    r1, r2 = rec("job", "r1"), rec("job", "r2")
+    a = env.output_paths(r1)
+    b = env.output_paths(r2)
     assert len(set(a) | set(b)) == 4
+    r1.stdout_path, r1.stderr_path = a
+    with env.transaction() as tx:
+        tx.insert(r1)
     for p in a:
         assert os.path.isdir(os.path.dirname(p))
 

@@ -23,10 +23,14 @@ def add_common(p: argparse.ArgumentParser, json: bool = True) -> None:
         p.add_argument("--json", action="store_true", help="print JSON (documented keys, see docs/json.md)")
 
 
-def env_of(args: argparse.Namespace) -> Environment:
-    from runtools.env import open_environment
+def env_of(args: argparse.Namespace, create_default: bool = False) -> Environment:
+    """The environment of a taro verb, opened without creating anything: one that does not exist
+    is an error (exit 3), except the default `local`, which reads as empty before its first run
+    (or, with `create_default`, is created by the verb's write, as `taro disable` does)."""
+    from runtools.env import DEFAULT_ENV, default_env_name, open_environment
 
-    return open_environment(args.env)
+    create = create_default and (args.env or default_env_name()) == DEFAULT_ENV
+    return open_environment(args.env, create=create)
 
 
 def state_text(r: RunRecord) -> str:

@@ -180,6 +180,11 @@ class Environment(ABC):
     def find_runs(self, query: RunQuery) -> list[RunRecord]:
         """Read-only query (does not take the exclusive lock)."""
 
+    def read_settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The settings of `kind` (disabled patterns, ...), read without the exclusive lock."""
+        with self.transaction() as tx:
+            return tx.settings(kind)
+
     def active_runs(self, matcher: RunMatcher | None = None) -> list[RunRecord]:
         """Active runs with their leases checked (dead ones become LOST)."""
         with self.transaction() as tx:

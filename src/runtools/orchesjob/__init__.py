@@ -34,9 +34,12 @@ def lock_timeout() -> float:
         raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10") from None
 
 
-def open_env(home: str | None = None):  # -> LocalEnvironment
+def open_env(home: str | None = None, create: bool = True):  # -> LocalEnvironment
     """The environment in $ORCHESJOB_HOME (created 0700, with logs/ 0700; database orchesjob.db).
 
+    With `create=False` (every command but start and the worker) nothing is created: a home that
+    does not exist, or has no database yet, reads as empty, so the seed's own answers stand
+    ("run_key not found", exit 3; `status --running` prints []).
     A write waits at most $ORCHESJOB_LOCK_TIMEOUT seconds (default 10) for a busy database,
     then fails with exit 5 instead of hanging.
     """
@@ -47,6 +50,9 @@ def open_env(home: str | None = None):  # -> LocalEnvironment
     timeout = lock_timeout()
     if hasattr(store, "BUSY_TIMEOUT_S"):
         store.BUSY_TIMEOUT_S = max(0.0, timeout)
+    env = LocalEnvironment(home, name=home, db_name=DB_NAME, create=create)
+    if not create:
+        return env
     ensure_private_dir(home)
     ensure_private_dir(logs_dir(home))
-    return LocalEnvironment(home, name=home, db_name=DB_NAME)
+    return env

@@ -88,8 +88,9 @@ def _with_override(tx: Any, rec: RunRecord, overrides: dict[str, Any]) -> dict[s
 
 def status(env: Any, run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
     overrides: dict[str, Any] = {}
-    with env.transaction() as real:  # one snapshot; a run found with a dead lease is ended LOST
-        return _status(Reader(env, real), overrides, run_key, job_id, running, all_)
+    # reads without the write lock (a status answers while a writer holds it); a run found with
+    # a dead lease is ended LOST in a transaction of its own
+    return _status(Reader(env), overrides, run_key, job_id, running, all_)
 
 
 def _status(tx: Reader, overrides: dict[str, Any], run_key: str | None, job_id: str | None, running: bool,
@@ -119,8 +120,7 @@ def _status(tx: Reader, overrides: dict[str, Any], run_key: str | None, job_id: 
 
 
 def log_path(env: Any, run_key: str | None, job_id: str | None, stream: str) -> tuple[RunRecord, str]:
-    with env.transaction() as tx:
-        rec = resolve(Reader(env, tx), run_key, job_id)
+    rec = resolve(Reader(env), run_key, job_id)  # a read: no write lock
     path = rec.stdout_path if stream == "stdout" else rec.stderr_path
     if not path or not os.path.exists(path):
         raise NotFoundError(f"Log file not found: {path}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from runtools.env.base import RunQuery
 from runtools.env.local import store
 from runtools.env.local.store import sqlite3
-from runtools.errors import BackendError
 from runtools.model.jsonenc import loads
 from runtools.model.run import RunRecord
 
@@ -46,8 +45,8 @@ class Reader:
     def _rows(self, sql: str, params: Any = ()) -> list[tuple]:
         try:
             return self.env.conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as e:
-            raise BackendError(f"cannot read {self.env.db_path}: {e}") from None
+        except sqlite3.Error as e:
+            raise store.storage_error(e, self.env.db_path) from None
 
     def get(self, instance_id: str) -> RunRecord | None:
         rows = self._rows(store.BY_ID, (instance_id,))

@@ -31,8 +31,7 @@ def disabled_list(env) -> list[dict]:
     from runtools.job.coordination import DISABLED
     from runtools.model.durations import iso
 
-    with env.transaction() as tx:
-        items = tx.settings(DISABLED)
+    items = env.read_settings(DISABLED)
     return [{"pattern": k, "disabled_at": iso(v.get("at")), "by": v.get("by"), "_at": v.get("at")}
             for k, v in items.items()]
 
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     for p in args.patterns:
         RunMatcher.parse(p)  # UsageError on a malformed pattern, before anything is written
     missing = []
-    with env_of(args) as env, env.transaction() as tx:
+    with env_of(args, create_default=args.verb == "disable") as env, env.transaction() as tx:
         for p in args.patterns:
             if args.verb == "disable":
                 if tx.get_setting(DISABLED, p) is None:

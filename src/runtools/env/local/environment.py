@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import os
 import time
+from stat import S_ISDIR
 
 from runtools.env.base import Environment, Tx
 from runtools.env.local import control as _control
@@ -40,6 +41,8 @@ class LocalTx(Tx):
             r = store.record_from_row(row)
             if self.env.lease_alive(r):
                 out.append(r)
+            elif self.env.read_only:  # a read-only copy: it is over, but we cannot record that
+                store.mark_lost(r, now)
             else:
                 self.update(store.mark_lost(r, now))
                 self.publish_after_commit(Event("ended", r, now))
@@ -60,6 +63,9 @@ class LocalTx(Tx):
             from runtools.errors import UsageError
 
             raise UsageError(f"run id {run.run_id} of job {run.job_id} already exists; choose another") from None
+        for path in (run.stdout_path, run.stderr_path):  # created with the row, not before it
+            if path and not os.path.isdir(os.path.dirname(path)):
+                ensure_private_dir(os.path.dirname(path))
 
     def update(self, run: RunRecord) -> None:
         self.conn.execute(store.UPDATE, (*store.row_values(run), run.instance_id))
@@ -104,11 +110,12 @@ class _Transaction:
         env = self.env
         env._lock.acquire()
         try:
-            conn = env.conn
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
+            conn = env.writable_conn()
+            # a read-only environment reads in a plain transaction: a write in it fails and says why
+            conn.execute("BEGIN" if env.read_only or env._empty else "BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
             env._lock.release()
-            raise BackendError(f"environment {env.name} is busy ({e}): try again") from None
+            raise store.storage_error(e, env.db_path) from None
         except BaseException:
             env._lock.release()
             raise
@@ -126,6 +133,13 @@ class _Transaction:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                if isinstance(exc, sqlite3.Error):  # said as what is wrong with the storage
+                    if env._empty:  # a write into an environment opened without creating it
+                        from runtools.errors import NotFoundError
+
+                        raise NotFoundError(f"environment {env.name} has no database yet ({env.db_path}): "
+                                            "run a job in it first") from None
+                    raise store.storage_error(exc, env.db_path) from None
                 return
             try:
                 conn.execute("COMMIT")
@@ -134,7 +148,7 @@ class _Transaction:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise BackendError(f"cannot write to {env.db_path}: {e}") from None
+                raise store.storage_error(e, env.db_path) from None
         finally:
             env._lock.release()
         for ev in tx.events:
@@ -142,13 +156,22 @@ class _Transaction:
 
 
 class LocalEnvironment(Environment):
-    def __init__(self, directory: str, name: str | None = None, db_name: str | None = None) -> None:
-        self.dir = ensure_private_dir(directory)
+    """A local environment in `directory`. Nothing is created until the first write (a run, a
+    setting): until then an environment without a database reads as empty. With `create=False`
+    nothing is ever created (read verbs): a missing database stays empty, an unwritable one is
+    read read-only."""
+
+    def __init__(self, directory: str, name: str | None = None, db_name: str | None = None,
+                 create: bool = True) -> None:
+        self.dir = directory
         self.name = name or directory
+        self.create = create
         if db_name is None:
             db_name = next((n for n in DB_NAMES if os.path.exists(os.path.join(self.dir, n))), DB_NAMES[0])
         self.db_path = os.path.join(self.dir, db_name)
+        self.read_only = False  # opened read-only: the files may not (or cannot) be written
         self._conn: sqlite3.Connection | None = None
+        self._empty = False  # _conn is the in-memory stand-in of a database that does not exist yet
         self._closed = False
         self._lock = _thread.RLock()
         self._runtime: str | None = None
@@ -156,13 +179,61 @@ class LocalEnvironment(Environment):
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def exists(self) -> bool:
+        """True if the environment's directory exists (BackendError if we may not look into it)."""
+        try:
+            os.stat(self.db_path)
+            return True
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise store.storage_error(e, self.db_path) from None
+        try:
+            st = os.stat(self.dir)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise store.storage_error(e, self.dir) from None
+        if not S_ISDIR(st.st_mode):
+            from runtools.errors import UsageError
+
+            raise UsageError(f"{self.dir} exists and is not a directory: choose another environment path")
+        return True
+
     @property
     def conn(self) -> sqlite3.Connection:
+        """The connection reads use. Without a database yet: an empty in-memory one (looked for
+        again on each use, so a reader sees the database once the first run created it)."""
+        if self._empty and os.path.exists(self.db_path):
+            self._drop_conn()
         if self._conn is None:
             if self._closed:
                 raise BackendError(f"environment {self.name} was closed")
-            self._conn = store.connect(self.db_path)
+            path = self.db_path
+            if self.create and os.access(path, os.W_OK) and os.access(self.dir, os.W_OK):
+                self._conn = store.connect(path)  # the usual case: one connection for everything
+            else:
+                conn, self.read_only = store.connect_existing(path)
+                if conn is None:  # read as empty; a write into it fails (see _Transaction)
+                    conn, self._empty, self.read_only = store.connect_empty(), True, False
+                    conn.execute("PRAGMA query_only=ON")
+                self._conn = conn
         return self._conn
+
+    def writable_conn(self) -> sqlite3.Connection:
+        """The connection transactions use: the database is created by the first write (unless
+        the environment was opened with `create=False`)."""
+        conn = self.conn
+        if self._empty and self.create:
+            ensure_private_dir(self.dir)
+            self._drop_conn()
+            self._conn = conn = store.connect(self.db_path)
+        return conn
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._empty, self.read_only = None, False, False
 
     @property
     def runtime(self) -> str:
@@ -194,19 +265,27 @@ class LocalEnvironment(Environment):
         with self._lock:
             try:
                 return store.find(self.conn, query)
-            except sqlite3.OperationalError as e:
-                raise BackendError(f"cannot read {self.db_path}: {e}") from None
+            except sqlite3.Error as e:
+                raise store.storage_error(e, self.db_path) from None
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise store.storage_error(e, self.db_path) from None
 
     def get_run(self, instance_id: str) -> RunRecord | None:
-        with self._lock:
-            row = self.conn.execute(store.BY_ID, (instance_id,)).fetchone()
-        return store.record_from_row(row) if row else None
+        rows = self._read(store.BY_ID, (instance_id,))
+        return store.record_from_row(rows[0]) if rows else None
+
+    def read_settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = self._read("SELECT key, value FROM settings WHERE kind=? ORDER BY key", (kind,))
+        return {k: store.loads(v) for k, v in rows}
 
     def active_runs(self, matcher: Any = None) -> list[RunRecord]:
         """Read without the write lock; take it only when a dead lease needs reaping."""
-        with self._lock:
-            rows = self.conn.execute(store.ACTIVE).fetchall()
-        runs = [store.record_from_row(row) for row in rows]
+        runs = [store.record_from_row(row) for row in self._read(store.ACTIVE)]
         if not all(self.lease_alive(r) for r in runs):
             with self.transaction() as tx:
                 runs = tx.active_runs()
@@ -215,11 +294,15 @@ class LocalEnvironment(Environment):
     # -- leases --------------------------------------------------------------------------------
 
     def lease(self, run: RunRecord) -> Lease:
+        path = self._lease_path(run)
         try:
-            return FileLease(self._lease_path(run))
-        except FileNotFoundError:
-            os.makedirs(os.path.join(self.dir, "leases"), mode=0o700, exist_ok=True)
-            return FileLease(self._lease_path(run))
+            try:
+                return FileLease(path)
+            except FileNotFoundError:
+                ensure_private_dir(os.path.dirname(path))
+                return FileLease(path)
+        except OSError as e:
+            raise store.storage_error(e, path) from None
 
     def _remove_leftovers(self, run: RunRecord) -> None:
         """A dead run's lease file and control socket: nobody will remove them otherwise."""
@@ -257,10 +340,9 @@ class LocalEnvironment(Environment):
     # -- output --------------------------------------------------------------------------------
 
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
-        d = os.path.join(self.dir, "output", run.job_id)
-        if not os.path.isdir(d):
-            ensure_private_dir(d)
-        base = os.path.join(d, run.run_id)
+        """Where the run's output goes; the directory is created when the run is inserted (a run
+        that never got into the store leaves nothing behind)."""
+        base = os.path.join(self.dir, "output", run.job_id, run.run_id)
         return base + ".stdout", base + ".stderr"
 
     def close(self) -> None:

@@ -33,7 +33,9 @@ def ensure_private_dir(path: str) -> str:
     except FileExistsError:
         raise UsageError(f"{path} exists and is not a directory: choose another environment path") from None
     except OSError as e:
-        raise BackendError(f"cannot create {path}: {e.strerror}") from None
+        from runtools.env.local.store import storage_error
+
+        raise storage_error(e, path) from None
     return path
 
 

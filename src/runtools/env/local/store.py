@@ -60,7 +60,28 @@ else:
         import sqlite3
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 60.0
+#: how long a write waits for another process's write lock; None: $RUNTOOLS_BUSY_TIMEOUT seconds,
+#: else 60 (orchesjob sets it from $ORCHESJOB_LOCK_TIMEOUT)
+BUSY_TIMEOUT_S: float | None = None
+DEFAULT_BUSY_TIMEOUT_S = 60.0
+BUSY_TIMEOUT_ENV = "RUNTOOLS_BUSY_TIMEOUT"
+
+
+def busy_timeout() -> float:
+    if BUSY_TIMEOUT_S is not None:
+        return BUSY_TIMEOUT_S
+    raw = os.environ.get(BUSY_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:
+        from runtools.errors import UsageError
+
+        raise UsageError(f"invalid ${BUSY_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 60")
+    return value
 
 
 def _schema_sql() -> list[str]:
@@ -72,38 +93,105 @@ def _schema_sql() -> list[str]:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open (creating if needed, owner-only) and migrate the database."""
+    """Open (creating if needed, owner-only) and migrate the database, for reading and writing."""
     if not os.path.exists(path):
         try:
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as e:
-            raise BackendError(f"cannot create database {path}: {e.strerror}") from None
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+            raise storage_error(e, path) from None
+    timeout = busy_timeout()
+    deadline = time.monotonic() + timeout
     while True:
+        conn = None
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                _migrate(conn)
+                _migrate(conn, path)
             return conn
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) and time.monotonic() < deadline:
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            if _is_busy(e) and time.monotonic() < deadline:
                 time.sleep(0.01)
                 continue
-            raise BackendError(f"cannot open database {path}: {e}") from None
-        except sqlite3.DatabaseError as e:
-            raise BackendError(f"database {path} is unusable ({e}): move it aside to start a new history") from None
+            raise storage_error(e, path) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def connect_existing(path: str) -> tuple[sqlite3.Connection | None, bool]:
+    """Open an existing database to read it, creating and migrating nothing: (connection,
+    read_only), or (None, False) when there is no database (no file, or an empty one).
+
+    Read-write where the file and its directory allow it (a reader ends dead runs LOST);
+    otherwise read-only. A database in WAL mode needs its `-shm` file even to be read, so
+    where that cannot be created (a read-only directory) it is opened `immutable`: nobody
+    can be writing it there either."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None, False
+    except OSError as e:
+        raise storage_error(e, path) from None
+    if st.st_size == 0:
+        return None, False
+    read_only = not (os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK))
+    timeout = busy_timeout()
+    conn = None
+    try:
+        try:
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if conn is not None:
+                conn.close()
+                conn = None
+            if not _is_read_only(e):
+                raise
+            from urllib.parse import quote
+
+            conn = sqlite3.connect(f"file:{quote(path)}?immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            read_only = True
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise _newer(path, version)
+        if version < SCHEMA_VERSION:  # an empty database (its first writer died before the schema)
+            conn.close()
+            return None, False
+        if not read_only:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        return conn, read_only
+    except BaseException as e:
+        if conn is not None:
+            conn.close()  # now: a CLI may leave by os._exit, and an open one leaves -wal/-shm behind
+        if isinstance(e, sqlite3.Error):
+            raise storage_error(e, path) from None
+        raise
+
+
+def connect_empty() -> sqlite3.Connection:
+    """An empty in-memory database with the schema: what an environment that does not exist yet
+    reads as (nothing ran), without creating anything."""
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    for stmt in _schema_sql():
+        conn.execute(stmt)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise BackendError(f"database schema v{version} is newer than this runtools (v{SCHEMA_VERSION}): upgrade")
+            raise _newer(path, version)
         if version < 1:
             for stmt in _schema_sql():
                 conn.execute(stmt)
@@ -112,6 +200,89 @@ def _migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _newer(path: str, version: int) -> BackendError:
+    return BackendError(f"{path} was written by a newer runtools (schema {version} > {SCHEMA_VERSION}): "
+                        "upgrade runtools to use it")
+
+
+# -- what went wrong with the storage, said so that a person knows what to do -------------------
+
+
+def _is_busy(e: BaseException) -> bool:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(e)
+
+
+def _is_read_only(e: BaseException) -> bool:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    msg = str(e)
+    return (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+            or "readonly" in msg or "unable to open" in msg)
+
+
+def storage_error(e: BaseException, path: str) -> BackendError:
+    """The BackendError (exit 5; `run job`: 125) for an OS or SQLite error on `path` (the database
+    or a file of the environment): what is wrong with it, and what to do."""
+    import errno
+
+    if isinstance(e, BackendError):
+        return e
+    if isinstance(e, OSError):
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return BackendError(_access_problem(path))
+        if e.errno == errno.EROFS:
+            return BackendError(f"{path} is read-only: it is on a read-only file system; "
+                                "use an environment on a writable one (-e)")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return BackendError(f"cannot write {path}: {e.strerror}; free some space")
+        return BackendError(f"cannot use {path}: {e.strerror or e}")
+    name = getattr(e, "sqlite_errorname", "") or ""
+    msg = str(e)
+    if _is_busy(e):
+        return BackendError(f"{path} is busy: another process has held its write lock for more than "
+                            f"{busy_timeout():g}s; try again once it is done (`fuser {path}` shows it)")
+    if _is_read_only(e):
+        return BackendError(_access_problem(path))
+    if name.startswith("SQLITE_FULL") or "disk is full" in msg:
+        return BackendError(f"cannot write {path}: the disk is full; free some space")
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in msg:
+        return BackendError(f"cannot use {path}: disk I/O error ({msg}); check the disk and its free space")
+    if (isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError)) or name.startswith(
+        ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+    ):
+        return BackendError(f"{path} is damaged ({msg}): move it aside to start a new history")
+    return BackendError(f"cannot use {path}: {msg}")
+
+
+def _access_problem(path: str) -> str:
+    """Why `path` (or the directory that holds it) cannot be used by us: whose it is, or its mode."""
+    target = path
+    while True:  # the nearest existing path we can see: a closed directory above hides the rest
+        try:
+            os.stat(target)
+            break
+        except OSError:
+            parent = os.path.dirname(target)
+            if parent == target:
+                return f"cannot use {path}: permission denied"
+            target = parent
+    for p in (target, os.path.dirname(target)) if target == path else (target,):
+        st = os.stat(p)
+        if st.st_uid != os.geteuid():
+            import pwd
+
+            try:
+                owner = pwd.getpwuid(st.st_uid).pw_name
+            except KeyError:
+                owner = f"uid {st.st_uid}"
+            return (f"{p} belongs to another user ({owner}) and is not writable by you: run as {owner}, "
+                    "or use an environment of your own (-e)")
+        if not os.access(p, os.W_OK | (os.X_OK if os.path.isdir(p) else 0)):
+            return (f"{p} is read-only (mode {st.st_mode & 0o7777:04o}): make it writable (chmod -R u+w {p}), "
+                    "or use another environment (-e)")
+    return f"cannot use {path}: permission denied"
 
 
 #: the columns every run query selects: the record, then the indexed copies that let a damaged
