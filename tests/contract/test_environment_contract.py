@@ -37,8 +37,17 @@ def _local(tmp_path: Path) -> Environment:
     return LocalEnvironment(str(tmp_path / "local-env"), name="contract")
 
 
-#: name -> factory(tmp_path) -> Environment. Add `"postgres": _postgres` here (skip if no DSN).
-BACKENDS: dict[str, Callable[[Path], Environment]] = {"memory": _memory, "local": _local}
+def _postgres(tmp_path: Path) -> Environment:
+    """A schema of its own on the session's throwaway server (tests/pg/server.py; skips, with
+    the reason, where psycopg or the server binaries are missing — never under CI)."""
+    from pg.server import postgres_url
+    from runtools.env.postgres import PostgresEnvironment
+
+    return PostgresEnvironment(postgres_url(), name="contract")
+
+
+#: name -> factory(tmp_path) -> Environment
+BACKENDS: dict[str, Callable[[Path], Environment]] = {"memory": _memory, "local": _local, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

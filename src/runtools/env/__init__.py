@@ -36,9 +36,14 @@ def open_environment(name: str | None = None, create: bool = True) -> Environmen
 
         return MemoryEnvironment()
     if name.startswith(("postgres://", "postgresql://")):
-        from runtools.errors import UsageError
+        from runtools.env.postgres import PostgresEnvironment
 
-        raise UsageError("PostgreSQL environments are not available in this version: use a local environment")
+        pg = PostgresEnvironment(name, create=create)
+        if not create and not pg.exists():
+            from runtools.errors import NotFoundError
+
+            raise NotFoundError(f"environment {pg.display} does not exist: {MISSING_HINT}")
+        return pg
     from runtools.env.local import LocalEnvironment
     from runtools.env.local.paths import env_dir
 

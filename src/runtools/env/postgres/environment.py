@@ -1,0 +1,762 @@
+"""PostgresEnvironment: the Environment contract over one PostgreSQL database schema.
+
+Connections of one wrapper process (DESIGN §8):
+    main     transactions and reads (one per environment object, reconnected when broken)
+    lease    one per run: a session advisory lock keyed by the run; its socket is inherited by
+             the command, as the flock is locally, so an orphaned command keeps the lease
+    control  one per live run: LISTENs on the run's control channel, holds the run's control
+             key (how a requester knows the run is reachable), writes its output chunks
+    replies  opened on the first `control()`: LISTENs on this process's reply channel
+    events   one per subscription: LISTENs on the environment's event channel
+
+Every decision (`transaction()`) is one short transaction holding
+pg_advisory_xact_lock(<key of the schema>); liveness of other runs is read from pg_locks inside
+it. Events are NOTIFYed inside the committing transaction (lifecycle events only, never output).
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import time
+
+from runtools.env.base import ControlEndpoint, Environment, Lease, Subscription, Tx
+from runtools.env.local import store as rows
+from runtools.env.postgres import store
+from runtools.errors import BackendError, NotFoundError, UsageError
+from runtools.model.durations import wait_slice
+from runtools.model.events import Event
+from runtools.model.jsonenc import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    import psycopg
+
+    from runtools.env.base import ControlHandler, RunQuery
+    from runtools.model.run import RunRecord
+
+#: NOTIFY payloads must stay below 8000 bytes; bigger ones go through the event_payloads table
+MAX_PAYLOAD = 7000
+#: bytes of output kept in the database per run (the oldest chunks go); $RUNTOOLS_PG_OUTPUT_KIB
+DEFAULT_OUTPUT_KIB = 1024
+#: how often a follower of a run on another host looks for new output chunks
+FOLLOW_POLL_S = 0.1
+
+
+def output_bound() -> int:
+    raw = os.environ.get("RUNTOOLS_PG_OUTPUT_KIB")
+    if not raw:
+        return DEFAULT_OUTPUT_KIB * 1024
+    try:
+        kib = int(raw)
+    except ValueError:
+        kib = -1
+    if kib < 0:
+        raise UsageError(f"invalid $RUNTOOLS_PG_OUTPUT_KIB {raw!r}: use a number of KiB, e.g. 1024")
+    return kib * 1024
+
+
+def this_host() -> str:
+    return os.environ.get("RUNTOOLS_HOST") or os.uname().nodename
+
+
+# -- NOTIFY with payloads of any size ---------------------------------------------------------
+
+
+def send(conn: psycopg.Connection, channel: str, text: str) -> None:
+    """NOTIFY `channel` with `text` (in the current transaction, if one is open)."""
+    if len(text.encode()) > MAX_PAYLOAD:
+        row = conn.execute("INSERT INTO event_payloads (body) VALUES (%s) RETURNING id", (text,)).fetchone()
+        assert row is not None
+        if row[0] % 100 == 0:  # now and then: forget big payloads nobody can still be reading
+            conn.execute("DELETE FROM event_payloads WHERE at < now() - interval '1 hour'")
+        text = f"@{row[0]}"
+    conn.execute("SELECT pg_notify(%s, %s)", (channel, text))
+
+
+def receive(conn: psycopg.Connection, payload: str) -> str | None:
+    """The text sent by `send` (fetched when it went through the table); None if it is gone."""
+    if not payload.startswith("@"):
+        return payload
+    row = conn.execute("SELECT body FROM event_payloads WHERE id=%s", (int(payload[1:]),)).fetchone()
+    return row[0] if row else None
+
+
+def _event_text(event: Event) -> str:
+    wire = event.to_wire()
+    text = dumps(wire)
+    if len(text) > 200_000:  # as locally: keep the event, shed the bulky parts of the record
+        wire["run"].update(command=None, extra={}, actions=wire["run"]["actions"][-5:], warnings=[])
+        text = dumps(wire)
+    return text
+
+
+class _Listener:
+    """A connection that LISTENs on channels, and a thread that hands each notification to
+    `on_notify(channel, payload)`. `lock` guards the connection: others may use it for short
+    statements (replies, output) while the thread waits in poll()."""
+
+    def __init__(self, env: PostgresEnvironment, channels: list[str],
+                 on_notify: Callable[[str, str], None], setup: Callable[[psycopg.Connection], object] | None = None,
+                 name: str = "pg-listen") -> None:
+        self.env = env
+        self.on_notify = on_notify
+        self.lock = _thread.RLock()
+        self.conn = env._connect(schema=True)
+        try:
+            if setup is not None:
+                setup(self.conn)
+            for ch in channels:
+                self.conn.execute(f'LISTEN "{ch}"')
+            self.conn.add_notify_handler(lambda n: self.on_notify(n.channel, n.payload))
+        except BaseException:
+            self.conn.close()
+            raise
+        self._r, self._w = os.pipe2(os.O_CLOEXEC)
+        self._closed = False
+        self.quiet = False  # set: notifications are no longer handed on (closing)
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._ident = _thread.start_new_thread(self._loop, ())
+
+    def _loop(self) -> None:
+        import select
+
+        try:
+            poller = select.poll()
+            poller.register(self.conn.fileno(), select.POLLIN)
+            poller.register(self._r, select.POLLIN)
+            pgconn = self.conn.pgconn
+            while not self._closed:
+                ready = poller.poll(wait_slice(None) * 1000)  # type: ignore[operator]
+                if self._closed or self.quiet or any(fd == self._r for fd, _ in ready):
+                    break
+                if not ready:
+                    continue
+                with self.lock:
+                    pgconn.consume_input()
+                    while (n := pgconn.notifies()) is not None:
+                        self.on_notify(n.relname.decode(), n.extra.decode())
+                    if self.conn.broken or pgconn.status != 0:
+                        break
+        except Exception:
+            pass  # a lost connection: the listener goes quiet (reconnecting is left for later)
+        finally:
+            self._done.release()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            os.write(self._w, b"x")
+        except OSError:
+            pass
+        if _thread.get_ident() != self._ident:
+            self._done.acquire()
+            self._done.release()
+        os.close(self._r)
+        os.close(self._w)
+        with self.lock:
+            self.conn.close()
+
+
+# -- the transaction ---------------------------------------------------------------------------
+
+
+class PgTx(Tx):
+    def __init__(self, env: PostgresEnvironment, conn: psycopg.Connection) -> None:
+        super().__init__()
+        self.env = env
+        self.conn = conn
+
+    def active_runs(self) -> list[RunRecord]:
+        found = self.conn.execute(store.ACTIVE).fetchall()
+        held = self.env._held([self.env.lease_key(row[-1]) for row in found], self.conn)
+        out = []
+        now = time.time()
+        for row in found:
+            r = rows.record_from_row(row[:-1])
+            if self.env.lease_key(r.instance_id) in held:
+                out.append(r)
+            else:
+                self.update(rows.mark_lost(r, now))
+                self.publish_after_commit(Event("ended", r, now))
+        return out
+
+    def get(self, instance_id: str) -> RunRecord | None:
+        row = self.conn.execute(store.BY_ID, (instance_id,)).fetchone()
+        return rows.record_from_row(row) if row else None
+
+    def find(self, query: RunQuery) -> list[RunRecord]:
+        return self.env._find(self.conn, query)
+
+    def insert(self, run: RunRecord) -> None:
+        import psycopg.errors
+
+        try:
+            self.conn.execute(store.INSERT, rows.row_values(run))
+        except psycopg.errors.UniqueViolation:
+            raise UsageError(f"run id {run.run_id} of job {run.job_id} already exists; choose another") from None
+        for path in (run.stdout_path, run.stderr_path):  # created with the row, as locally
+            if path and not os.path.isdir(os.path.dirname(path)):
+                from runtools.env.local.paths import ensure_private_dir
+
+                ensure_private_dir(os.path.dirname(path))
+
+    def update(self, run: RunRecord) -> None:
+        self.conn.execute(store.UPDATE, (*rows.row_values(run), run.instance_id))
+
+    def delete(self, instance_id: str) -> None:
+        self.conn.execute("DELETE FROM runs WHERE instance_id=%s", (instance_id,))
+        self.conn.execute("DELETE FROM output_chunks WHERE instance_id=%s", (instance_id,))
+
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE kind=%s AND key=%s", (kind, key)).fetchone()
+        return loads(row[0]) if row else None
+
+    def put_setting(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM settings WHERE kind=%s AND key=%s", (kind, key))
+        else:
+            self.conn.execute(
+                "INSERT INTO settings (kind, key, value) VALUES (%s,%s,%s) "
+                "ON CONFLICT (kind, key) DO UPDATE SET value=excluded.value",
+                (kind, key, dumps(value)),
+            )
+
+    def settings(self, kind: str) -> dict[str, dict[str, Any]]:
+        found = self.conn.execute("SELECT key, value FROM settings WHERE kind=%s ORDER BY key COLLATE \"C\"",
+                                  (kind,)).fetchall()
+        return {k: loads(v) for k, v in found}
+
+
+class _Transaction:
+    """`with env.transaction() as tx`: BEGIN; the environment's advisory xact lock; ...; NOTIFY the
+    transaction's events; COMMIT. (A class, not @contextmanager: as locally.)"""
+
+    __slots__ = ("env", "tx")
+
+    def __init__(self, env: PostgresEnvironment) -> None:
+        self.env = env
+        self.tx: PgTx | None = None
+
+    def __enter__(self) -> PgTx:
+        env = self.env
+        env._lock.acquire()
+        try:
+            conn = env._main()
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
+            except Exception as e:
+                env._failed(conn)
+                raise store.error(e, env.display) from None
+        except BaseException:
+            env._lock.release()
+            raise
+        self.tx = PgTx(env, conn)
+        return self.tx
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        env, tx = self.env, self.tx
+        assert tx is not None
+        conn = tx.conn
+        psycopg = store.import_psycopg()
+        try:
+            if exc_type is not None:
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    env._failed(conn)
+                if isinstance(exc, psycopg.Error):
+                    env._failed(conn)
+                    raise store.error(exc, env.display) from None
+                return
+            try:
+                for ev in tx.events:  # delivered by the server at commit, never on rollback
+                    send(conn, env._events_channel, _event_text(ev))
+                conn.execute("COMMIT")
+            except psycopg.Error as e:
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass
+                env._failed(conn)
+                raise store.error(e, env.display) from None
+        finally:
+            env._lock.release()
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+class PgLease(Lease):
+    """A session advisory lock on the run's key, on a connection of its own."""
+
+    def __init__(self, env: PostgresEnvironment, key: int) -> None:
+        self.conn = env._connect()
+        try:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        except Exception as e:
+            self.conn.close()
+            raise store.error(e, env.display) from None
+        self._released = False
+
+    def inheritable_fds(self) -> tuple[int, ...]:
+        return () if self._released else (self.conn.fileno(),)
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:  # explicitly: a process that inherited the socket may keep the session open
+            self.conn.execute("SELECT pg_advisory_unlock_all()")
+        except Exception:
+            pass
+        self.conn.close()
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+class PgSubscription(Subscription):
+    def __init__(self, env: PostgresEnvironment) -> None:
+        from queue import Empty, SimpleQueue
+
+        self._empty = Empty
+        self._queue: SimpleQueue[Event | None] = SimpleQueue()
+        self._closed = False
+        self._listener = _Listener(env, [env._events_channel], self._on_notify, name="pg-events")
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        try:
+            text = receive(self._listener.conn, payload)
+            if text is not None:
+                self._queue.put(Event.from_wire(loads(text)))
+        except Exception:
+            pass  # an event that cannot be read is dropped, never the listener
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        if self._closed:
+            return None
+        try:
+            return self._queue.get(timeout=wait_slice(timeout) if timeout is not None else None)
+        except self._empty:
+            return None
+
+    def wake(self) -> None:
+        self._queue.put(None)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._listener.close()
+
+
+# -- control -----------------------------------------------------------------------------------
+
+
+class PgControlServer(ControlEndpoint):
+    """The live run's end of control: requests arrive as NOTIFYs on the run's channel; answers go
+    to the requester's reply channel. Output chunks are written to `output_chunks`, bounded."""
+
+    def __init__(self, env: PostgresEnvironment, run: RunRecord, handler: ControlHandler) -> None:
+        self.env = env
+        self.iid = run.instance_id
+        self.handler = handler
+        self.offsets = {"stdout": 0, "stderr": 0}
+        self.last_seq = 0
+        self.bound = output_bound()
+        self._chunks: list[tuple[int, int]] = []  # (seq, size) of stored chunks, oldest first
+        self._stored = 0
+        self._first = 0  # index of the oldest chunk still stored
+        self._inflight: set = set()
+        # lock order: the listener's lock (the connection) before this one
+        self._state_lock = _thread.RLock()
+        self._closed = False
+        key = env._control_key(self.iid)
+        self._listener = _Listener(env, [env._control_channel(self.iid)], self._on_notify,
+                                   setup=lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)),
+                                   name="pg-control")
+
+    def _reply(self, to: str, rid: str, resp: dict[str, Any]) -> None:
+        with self._listener.lock:
+            try:
+                send(self._listener.conn, to, dumps({"id": rid, "resp": resp}))
+            except Exception:
+                pass
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        try:
+            text = receive(self._listener.conn, payload)
+            msg = loads(text) if text else {}
+            req, rid, to = msg["req"], msg["id"], msg["reply"]
+        except Exception:
+            return
+        if isinstance(req, dict) and req.get("op") == "follow":
+            with self._state_lock:  # a consistent pair: bytes stored so far and the last chunk
+                resp = {"ok": True, "offsets": dict(self.offsets), "seq": self.last_seq}
+            self._reply(to, rid, resp)
+            return
+        done = _thread.allocate_lock()
+        done.acquire()
+        with self._state_lock:
+            self._inflight.add(done)
+        _thread.start_new_thread(self._answer, (req, rid, to, done))
+
+    def _answer(self, req: Any, rid: str, to: str, done: Any) -> None:
+        try:
+            try:
+                resp = self.handler(req)
+            except Exception as e:  # the answer must reach the caller, whatever happened
+                resp = {"ok": False, "error": str(e)}
+            self._reply(to, rid, resp)
+        finally:
+            with self._state_lock:
+                self._inflight.discard(done)
+            done.release()
+
+    def output(self, stream: str, data: bytes) -> None:
+        if not data:
+            return
+        with self._listener.lock, self._state_lock:
+            off = self.offsets.get(stream, 0)
+            self.offsets[stream] = off + len(data)
+            if self._closed or self.bound <= 0:
+                return
+            try:
+                conn = self._listener.conn
+                row = conn.execute(
+                    "INSERT INTO output_chunks (instance_id, stream, off, data) VALUES (%s,%s,%s,%s) "
+                    "RETURNING seq", (self.iid, stream, off, data)).fetchone()
+                assert row is not None
+                self.last_seq = row[0]
+                self._chunks.append((row[0], len(data)))
+                self._stored += len(data)
+                if self._stored > self.bound:  # keep the last `bound` bytes (in whole chunks)
+                    upto = None
+                    while self._stored > self.bound and self._first < len(self._chunks) - 1:
+                        upto, size = self._chunks[self._first]
+                        self._stored -= size
+                        self._first += 1
+                    if upto is not None:
+                        conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND seq <= %s",
+                                     (self.iid, upto))
+                    if self._first > 1024:
+                        del self._chunks[: self._first]
+                        self._first = 0
+            except Exception:
+                pass  # the database copy is best effort: the full output is in the run's files
+
+    def rebase(self, stream: str, end: int) -> None:
+        with self._listener.lock, self._state_lock:
+            self.offsets[stream] = end
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._state_lock:
+            self._closed = True
+            inflight = list(self._inflight)
+        self._listener.quiet = True  # no new requests; answers in flight still go out
+        for done in inflight:  # a request that ended the run (stop) still gets its answer
+            if done.acquire(timeout=1.0):
+                done.release()
+        self._listener.close()  # closing the connection releases the control key
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+class PostgresEnvironment(Environment):
+    """A postgres environment: `url` is a libpq URL, optionally with `schema=NAME` (our option,
+    default `runtools`). Nothing is created until the first transaction (`create=False`: never)."""
+
+    def __init__(self, url: str, name: str | None = None, create: bool = True) -> None:
+        self.libpq_url, self.schema = store.split_url(url)
+        self.display = store.redact(url)
+        self.name = name or self.display
+        self.create = create
+        self._env_key = store.key64("runtools-env", self.schema)
+        h = store.short_hash(self.schema)
+        self._events_channel = f"rt_{h}_ev"
+        self._conn: psycopg.Connection | None = None
+        self._lock = _thread.RLock()
+        self._req: psycopg.Connection | None = None
+        self._req_channel = f"rt_r_{os.urandom(8).hex()}"
+        self._req_lock = _thread.allocate_lock()
+        self._replies: dict[str, Any] = {}
+        self._closed = False
+        self._ready = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connect(self, schema: bool = False) -> psycopg.Connection:
+        if self._closed:
+            raise BackendError(f"environment {self.name} was closed")
+        return store.connect(self.libpq_url, self.display, self.schema if schema else None)
+
+    def _main(self) -> psycopg.Connection:
+        """The main connection (under `_lock`), the schema brought up to date on first use."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        conn = self._connect(schema=True)
+        try:
+            if not self._ready:
+                if not store.ensure_schema(conn, self.schema, self.display, self.create):
+                    raise NotFoundError(f"environment {self.display} has no schema {self.schema} yet: "
+                                        "run a job in it first, or check -e / RUNTOOLS_ENV")
+                self._ready = True
+        except BaseException as e:
+            conn.close()
+            psycopg = store.import_psycopg()
+            if isinstance(e, psycopg.Error):
+                raise store.error(e, self.display) from None
+            raise
+        self._conn = conn
+        return conn
+
+    def _failed(self, conn: psycopg.Connection) -> None:
+        """Forget a connection that failed mid-way (the next use opens a new one)."""
+        if conn is self._conn and (conn.broken or conn.closed):
+            self._conn = None
+
+    def exists(self) -> bool:
+        with self._lock:
+            conn = self._connect()
+            try:
+                version = store.current_version(conn, self.schema)
+            except Exception as e:
+                raise store.error(e, self.display) from None
+            finally:
+                conn.close()
+        if version is not None and version > store.SCHEMA_VERSION:
+            raise store._newer(self.display, self.schema, version)
+        return version is not None
+
+    def lease_key(self, instance_id: str) -> int:
+        return store.key64("runtools-lease", self.schema, instance_id)
+
+    def _control_key(self, instance_id: str) -> int:
+        return store.key64("runtools-control", self.schema, instance_id)
+
+    def _control_channel(self, instance_id: str) -> str:
+        return f"rt_{store.short_hash(self.schema)}_c_{store.short_hash(instance_id)}"
+
+    def _held(self, keys: list[int], conn: psycopg.Connection) -> set[int]:
+        if not keys:
+            return set()
+        return {row[0] for row in conn.execute(store.HELD, (keys,)).fetchall()}
+
+    def _read(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
+        with self._lock:
+            conn = self._main()
+            try:
+                return fn(conn)
+            except Exception as e:
+                psycopg = store.import_psycopg()
+                if isinstance(e, psycopg.Error):
+                    self._failed(conn)
+                    raise store.error(e, self.display) from None
+                raise
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _find(self, conn: psycopg.Connection, q: RunQuery) -> list[RunRecord]:
+        sql, params = store.query_sql(q)
+        out = []
+        for row in conn.execute(sql, params):
+            r = rows.record_from_row(row)
+            if q.matcher(r):
+                out.append(r)
+        return out
+
+    def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        return self._read(lambda conn: self._find(conn, query))
+
+    def get_run(self, instance_id: str) -> RunRecord | None:
+        row = self._read(lambda conn: conn.execute(store.BY_ID, (instance_id,)).fetchone())
+        return rows.record_from_row(row) if row else None
+
+    def active_runs(self, matcher: Any = None) -> list[RunRecord]:
+        """Read without the environment lock; take it only when a dead lease needs reaping."""
+        def read(conn: psycopg.Connection) -> tuple[list[RunRecord], bool]:
+            found = conn.execute(store.ACTIVE).fetchall()
+            held = self._held([self.lease_key(row[-1]) for row in found], conn)
+            return [rows.record_from_row(row[:-1]) for row in found], all(
+                self.lease_key(row[-1]) in held for row in found)
+
+        runs, all_alive = self._read(read)
+        if not all_alive:
+            with self.transaction() as tx:
+                runs = tx.active_runs()
+        return [r for r in runs if matcher is None or matcher(r)]
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def lease(self, run: RunRecord) -> Lease:
+        return PgLease(self, self.lease_key(run.instance_id))
+
+    def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
+        """Block in the server (a shared advisory lock request) until the lease is released."""
+        store.import_psycopg()
+        import psycopg.errors
+
+        key = self.lease_key(run.instance_id)
+        conn = self._connect()
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                ms = max(1, int(wait_slice(remaining) * 1000))  # type: ignore[operator]
+                conn.execute(f"SET lock_timeout = {ms}")
+                try:
+                    conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
+                except psycopg.errors.LockNotAvailable:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return False
+                    continue
+                conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
+                return True
+        except psycopg.Error as e:
+            raise store.error(e, self.display) from None
+        finally:
+            conn.close()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        text = _event_text(event)
+
+        def notify(conn: psycopg.Connection) -> None:
+            if len(text.encode()) > MAX_PAYLOAD:
+                with conn.transaction():
+                    send(conn, self._events_channel, text)
+            else:
+                send(conn, self._events_channel, text)
+
+        self._read(notify)
+
+    def subscribe(self) -> Subscription:
+        with self._lock:
+            self._main()  # the schema must exist (big events are read from its table)
+        return PgSubscription(self)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def serve_control(self, run: RunRecord, handler: ControlHandler) -> ControlEndpoint:
+        with self._lock:
+            self._main()
+        return PgControlServer(self, run, handler)
+
+    def _requester(self) -> psycopg.Connection:
+        conn = self._req
+        if conn is None or conn.closed or conn.broken:
+            with self._lock:
+                self._main()
+            conn = self._connect(schema=True)
+            conn.execute(f'LISTEN "{self._req_channel}"')
+            conn.add_notify_handler(lambda n: self._on_reply(n.payload))
+            self._req = conn
+        return conn
+
+    def _on_reply(self, payload: str) -> None:
+        conn = self._req
+        try:
+            text = receive(conn, payload) if conn is not None else None
+            msg = loads(text) if text else None
+            self._replies[msg["id"]] = msg["resp"]  # type: ignore[index]
+        except Exception:
+            pass
+
+    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        import select
+
+        psycopg = store.import_psycopg()
+        with self._req_lock:
+            try:
+                conn = self._requester()
+                if not self._held([self._control_key(instance_id)], conn):
+                    raise NotFoundError(f"run {instance_id} is not running (no control endpoint)")
+                rid = os.urandom(8).hex()
+                send(conn, self._control_channel(instance_id),
+                     dumps({"id": rid, "reply": self._req_channel, "req": request}))
+                deadline = time.monotonic() + timeout
+                poller = select.poll()
+                poller.register(conn.fileno(), select.POLLIN)
+                while rid not in self._replies:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)")
+                    if poller.poll(wait_slice(remaining) * 1000):  # type: ignore[operator]
+                        conn.pgconn.consume_input()
+                        while (n := conn.pgconn.notifies()) is not None:
+                            self._on_reply(n.extra.decode())
+                return self._replies.pop(rid)
+            except psycopg.Error as e:
+                raise store.error(e, self.display) from None
+
+    def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
+                    grace: float = 10.0) -> RunRecord | None:
+        if run.host != this_host():
+            return None  # its command runs on another host: only a wrapper there can signal it
+        from runtools.env.local.orphan import stop_orphan
+
+        env: Any = self  # it uses only the Environment contract (transaction, active_runs, wait_lease)
+        return stop_orphan(env, run, interrupt, by, grace)
+
+    def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
+        start = self.control(instance_id, {"op": "follow"})
+        yield "offsets", start["offsets"]
+        seq = int(start.get("seq") or 0)
+        key = self._control_key(instance_id)
+        conn = self._connect(schema=True)
+        try:
+            while True:
+                found = conn.execute(
+                    "SELECT seq, stream, data FROM output_chunks WHERE instance_id=%s AND seq > %s "
+                    "ORDER BY seq LIMIT 1000", (instance_id, seq)).fetchall()
+                for s, stream, data in found:
+                    seq = s
+                    yield stream, bytes(data)
+                if found:
+                    continue
+                if not self._held([key], conn):  # the run ended: what it stored last is read above
+                    found = conn.execute(
+                        "SELECT seq, stream, data FROM output_chunks WHERE instance_id=%s AND seq > %s "
+                        "ORDER BY seq", (instance_id, seq)).fetchall()
+                    for _s, stream, data in found:
+                        yield stream, bytes(data)
+                    return
+                time.sleep(FOLLOW_POLL_S)
+        except Exception:
+            return
+        finally:
+            conn.close()
+
+    # -- output --------------------------------------------------------------------------------
+
+    def output_paths(self, run: RunRecord) -> tuple[str, str]:
+        base = os.path.join(store.env_output_dir(self.display, self.schema), "output", run.job_id, run.run_id)
+        return base + ".stdout", base + ".stderr"
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in (self._conn, self._req):
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+            self._conn = self._req = None

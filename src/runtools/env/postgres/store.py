@@ -1,0 +1,336 @@
+"""PostgreSQL storage of a postgres environment: the URL, connections, versioned schema, SQL.
+
+The run record is stored exactly as in the local SQLite store (the whole record as JSON text in
+`data`, index columns beside it), so `runtools.env.local.store` decodes and encodes rows for
+both. Only this backend imports `psycopg`, and only when a postgres environment is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from _blake2 import blake2b
+
+from runtools.errors import BackendError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import psycopg
+
+    from runtools.env.base import RunQuery
+
+#: schema used when the URL names none (`?schema=NAME`)
+DEFAULT_SCHEMA = "runtools"
+#: what `schema=` may be: a plain lower-case identifier (no quoting games)
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: libpq keepalive settings used unless the URL sets them: a silent host is found out in ~30 s
+KEEPALIVE_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+    "connect_timeout": "10",
+}
+MIGRATIONS_PACKAGE = "runtools.env.postgres.migrations"
+
+
+def is_url(name: str) -> bool:
+    return name.startswith(("postgres://", "postgresql://"))
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***` (in the user part and in `password=`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in netloc:
+        userinfo, _, hostpart = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostpart}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}{sep}{netloc}{tail}"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(libpq URL without our `schema=` option, schema name)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    schema = DEFAULT_SCHEMA
+    kept = []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k == "schema":
+            schema = v
+        else:
+            kept.append((k, v))
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise UsageError(f"invalid schema {schema!r} in {redact(url)}: use lower-case letters, digits and _ "
+                         "(at most 63, not starting with a digit)")
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def key64(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for `parts` (stable across hosts and versions)."""
+    digest = blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def short_hash(*parts: str) -> str:
+    return blake2b("\0".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def import_psycopg():  # -> module
+    try:
+        import psycopg
+    except ImportError:
+        raise BackendError("PostgreSQL environments need psycopg 3: pip install 'runtools[postgres]'") from None
+    return psycopg
+
+
+def connect(libpq_url: str, display: str, schema: str | None = None) -> psycopg.Connection:
+    """A new autocommit connection (search_path set to `schema` when given); BackendError
+    saying which server could not be reached and why (never the password)."""
+    psycopg = import_psycopg()
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(libpq_url)
+    except psycopg.Error as e:
+        raise UsageError(f"invalid PostgreSQL URL {display}: {_first_line(e)}") from None
+    extra = {k: v for k, v in KEEPALIVE_DEFAULTS.items() if k not in given}
+    if "application_name" not in given:
+        extra["application_name"] = "runtools"
+    try:
+        conn = psycopg.connect(libpq_url, autocommit=True, **extra)
+    except psycopg.Error as e:
+        raise BackendError(f"cannot connect to {display}: {_first_line(e)}") from None
+    if schema is not None:
+        try:
+            conn.execute(f'SET search_path TO "{schema}"')
+        except psycopg.Error as e:
+            conn.close()
+            raise BackendError(f"cannot use {display}: {_first_line(e)}") from None
+    return conn
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0].strip()
+
+
+def error(e: BaseException, display: str) -> BackendError:
+    """The BackendError (exit 5; `run job`: 125) for a psycopg error on the environment."""
+    if isinstance(e, BackendError):
+        return e
+    return BackendError(f"cannot use {display}: {_first_line(e)}")
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every migration shipped, in order."""
+    from importlib import resources
+
+    out = []
+    for entry in resources.files(MIGRATIONS_PACKAGE).iterdir():
+        name = entry.name
+        m = re.fullmatch(r"(\d{4})_[a-z0-9_]+\.sql", name)
+        if m:
+            out.append((int(m.group(1)), name, entry.read_text()))
+    out.sort()
+    for i, (version, name, _) in enumerate(out, 1):
+        if version != i:  # pragma: no cover - a packaging mistake
+            raise BackendError(f"migration {name} is out of sequence (expected {i:04d}_*.sql)")
+    return out
+
+
+def current_version(conn: psycopg.Connection, schema: str) -> int | None:
+    """The schema's version, or None when it has no runtools tables yet."""
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".schema_version',)).fetchone()
+    if not row or not row[0]:
+        return None
+    row = conn.execute(f'SELECT max(version) FROM "{schema}".schema_version').fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def ensure_schema(conn: psycopg.Connection, schema: str, display: str, create: bool) -> bool:
+    """Bring the schema up to date (creating it on first use); False when it does not exist and
+    `create` is False. A schema newer than this code is a BackendError."""
+    known = SCHEMA_VERSION
+    version = current_version(conn, schema)
+    if version == known:
+        return True
+    if version is not None and version > known:
+        raise _newer(display, schema, version)
+    if version is None and not create:
+        return False
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (key64("runtools-migrate", schema),))
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version ('
+                     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        row = conn.execute(f'SELECT max(version) FROM "{schema}".schema_version').fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        if version > known:
+            raise _newer(display, schema, version)
+        conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        for v, name, sql in migrations():
+            if v <= version:
+                continue
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (v, name))
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            pass
+        raise
+    return True
+
+
+SCHEMA_VERSION = 1
+
+
+def _newer(display: str, schema: str, version: int) -> BackendError:
+    return BackendError(f"schema {schema} of {display} was written by a newer runtools (schema {version} > "
+                        f"{SCHEMA_VERSION}): upgrade runtools to use it")
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+#: the columns every run query selects (as local: the record, then its indexed copies)
+ROW = "data, job_id, run_id, stage, status, created_at, ended_at"
+INSERT = (
+    "INSERT INTO runs (instance_id, job_id, run_id, stage, status, created_at, ended_at, run_key, tags, data) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+)
+UPDATE = (
+    "UPDATE runs SET instance_id=%s, job_id=%s, run_id=%s, stage=%s, status=%s, created_at=%s, ended_at=%s, "
+    "run_key=%s, tags=%s::jsonb, data=%s WHERE instance_id=%s"
+)
+ACTIVE = f"SELECT {ROW}, instance_id FROM runs WHERE stage <> 'ENDED' ORDER BY seq"
+BY_ID = f"SELECT {ROW} FROM runs WHERE instance_id=%s"
+#: which of the given advisory keys are held exclusively by some session of this database
+HELD = (
+    "SELECT ((classid::bigint << 32) | objid::bigint) FROM pg_locks "
+    "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND mode = 'ExclusiveLock' "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND ((classid::bigint << 32) | objid::bigint) = ANY(%s)"
+)
+
+
+def glob_to_regex(p: str) -> str:
+    """An fnmatch glob (case-sensitive, whole string) as a PostgreSQL regular expression."""
+    out = ["^"]
+    i, n = 0, len(p)
+    while i < n:
+        c = p[i]
+        i += 1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and p[j] == "!":
+                j += 1
+            if j < n and p[j] == "]":
+                j += 1
+            while j < n and p[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal [
+                out.append("\\[")
+                continue
+            stuff = p[i:j]
+            i = j + 1
+            neg = stuff.startswith("!")
+            if neg:
+                stuff = stuff[1:]
+            body = "".join("\\" + ch if ch in "\\^[" else ch for ch in stuff)
+            out.append("[" + ("^" if neg else "") + body + "]")
+        elif c.isalnum() or c == "_":
+            out.append(c)
+        else:
+            out.append("\\" + c)
+    out.append("$")
+    return "".join(out)
+
+
+def _match_sql(p: str) -> tuple[str, list[str]]:
+    rx = glob_to_regex(p)
+    if "@" in p:
+        return "instance_id ~ %s", [rx]
+    return ("(job_id ~ %s OR run_id ~ %s OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(runs.tags) t "
+            "WHERE t ~ %s))", [rx, rx, rx])
+
+
+def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
+    from runtools.model.status import Status
+
+    where: list[str] = []
+    params: list[Any] = []
+    if q.active is True:
+        where.append("stage <> 'ENDED'")
+    elif q.active is False:
+        where.append("stage = 'ENDED'")
+    if q.since is not None:
+        where.append("created_at >= %s")
+        params.append(q.since)
+    if q.until is not None:
+        where.append("created_at < %s")
+        params.append(q.until)
+    statuses = {s.value for s in q.statuses}
+    if q.outcomes:
+        by_outcome = {s.value for s in Status if s.outcome in q.outcomes}
+        statuses = statuses & by_outcome if statuses else by_outcome
+    if q.statuses or q.outcomes:
+        if statuses:
+            where.append("status = ANY(%s)")
+            params.append(sorted(statuses))
+        else:
+            where.append("FALSE")
+    if q.run_key is not None:
+        where.append("run_key = %s")
+        params.append(q.run_key)
+    if q.matcher.include:
+        parts = []
+        for p in q.matcher.include:
+            sql, ps = _match_sql(p)
+            parts.append(sql)
+            params.extend(ps)
+        where.append("(" + " OR ".join(parts) + ")")
+    for p in q.matcher.exclude:
+        sql, ps = _match_sql(p)
+        where.append(f"NOT {sql}")
+        params.extend(ps)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    direction = "ASC" if q.ascending else "DESC"
+    if q.last_per_job:
+        inner = f"SELECT DISTINCT ON (job_id) {ROW}, seq FROM runs{cond} ORDER BY job_id, created_at DESC, seq DESC"
+        sql = f"SELECT {ROW} FROM ({inner}) last ORDER BY created_at {direction}, seq {direction}"
+    elif q.active is True or q.run_key is not None:
+        sql = f"SELECT {ROW} FROM runs{cond} ORDER BY seq {direction}"
+    else:
+        sql = f"SELECT {ROW} FROM runs{cond} ORDER BY created_at {direction}, seq {direction}"
+    if q.limit is not None:
+        sql += " LIMIT %s"
+        params.append(int(q.limit))
+    return sql, params
+
+
+def env_output_dir(display: str, schema: str) -> str:
+    """Where this host keeps the full output files of the runs it executes in the environment."""
+    from runtools.env.local.paths import runtools_home
+
+    return os.path.join(runtools_home(), "postgres", short_hash(display, schema))
