@@ -224,6 +224,14 @@ class Environment(ABC):
     def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         """Send a request to a live run; raises NotFoundError when it cannot be reached."""
 
+    def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
+                    grace: float = 10.0) -> RunRecord | None:
+        """Stop a run that no control request reaches because its wrapper is gone while its command
+        still runs: TERM the command's process group, KILL after `grace`; the run ends STOPPED
+        (INTERRUPTED), with `by` recorded. Returns the run as it is afterwards, or None when it is
+        no such orphan (its wrapper may be alive). Backends without orphans return None."""
+        return None
+
     @abstractmethod
     def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
         """Live output of a run: first ("offsets", {stream: bytes stored}), then (stream, chunk)."""

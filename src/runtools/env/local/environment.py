@@ -334,6 +334,12 @@ class LocalEnvironment(Environment):
     def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         return _control.request(self._control_path(instance_id), instance_id, request, timeout)
 
+    def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
+                    grace: float = 10.0) -> RunRecord | None:
+        from runtools.env.local.orphan import stop_orphan
+
+        return stop_orphan(self, run, interrupt, by, grace)
+
     def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
         return _control.follow(self._control_path(instance_id), instance_id)
 

@@ -420,9 +420,20 @@ ACTIVE = f"SELECT {ROW} FROM runs WHERE stage != 'ENDED' ORDER BY seq"
 BY_ID = f"SELECT {ROW} FROM runs WHERE instance_id=?"
 
 
+#: `extra` key of a run whose wrapper was gone when `taro stop` signalled its command: the status
+#: it asked for (STOPPED or INTERRUPTED), which the run ends with instead of LOST
+ORPHAN_STOP = "orphan_stop"
+
+
 def mark_lost(r: RunRecord, now: float) -> RunRecord:
+    """End a run whose lease is gone: LOST, or what a stop of its orphaned command asked for."""
     r.stage = Stage.ENDED
-    r.status = Status.LOST
     r.ended_at = now
+    asked = r.extra.get(ORPHAN_STOP) if isinstance(r.extra, dict) else None
+    if asked in (Status.STOPPED.value, Status.INTERRUPTED.value):
+        r.status = Status(asked)
+        r.error = r.error or "its wrapper was gone (killed); the stop signalled the command's process group"
+        return r
+    r.status = Status.LOST
     r.error = r.error or "the run's process vanished without recording an end (killed or crashed)"
     return r
