@@ -90,7 +90,7 @@ class JobRun:
             run_id=validate_id(run_id, "run id") if run_id else new_run_id(),
             created_at=now,
             tags=[validate_id(t, "tag") for t in tags],
-            host=os.uname().nodename,
+            host=os.environ.get("RUNTOOLS_HOST") or os.uname().nodename,
             user=_user(),
             pid=os.getpid(),
             cwd=_cwd(),

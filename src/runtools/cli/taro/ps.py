@@ -45,7 +45,7 @@ def _orphan_note(r) -> str:
     """A run whose wrapper was killed stays active while its command still runs: say so."""
     import os
 
-    if r.pid is None or r.host != os.uname().nodename or r.child_pid is None:
+    if r.pid is None or r.host != (os.environ.get("RUNTOOLS_HOST") or os.uname().nodename) or r.child_pid is None:
         return ""
     try:
         os.kill(r.pid, 0)
