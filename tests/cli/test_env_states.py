@@ -254,3 +254,17 @@ def test_verb_in_environment_state(state: str, verb: str, base: Path, template: 
         assert not diff, f"{verb} changed the {state} environment: {diff}"
     if state == "missing" and kind != "create":
         assert not env_dir.exists()
+
+
+def test_a_runtime_dir_too_long_for_socket_paths_falls_back(cli, tmp_path):
+    """$XDG_RUNTIME_DIR so long that a socket path under it would not fit (~107 bytes): the
+    sockets go to /tmp/runtools-$UID instead, for the wrapper and for taro alike."""
+    long_dir = tmp_path / ("r" * 60) / ("t" * 40)
+    long_dir.mkdir(parents=True, mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(long_dir)}
+    wrapper = cli.spawn_run("--id", "long", "--", "sleep", "600", env=env)
+    cli.wait_state("long", "EXECUTING")
+    p = cli.taro("stop", "long", env=env)
+    assert p.returncode == 0, p.stderr
+    assert wrapper.wait(10) == 143
+    assert cli.history("long")[0]["status"] == "STOPPED"

@@ -53,11 +53,16 @@ def _makedirs_private(path: str) -> None:
             raise
 
 
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path) on Linux, without its NUL
+
+
 def runtime_dir(state_dir: str) -> str:
     """Short per-environment dir for Unix sockets (paths are limited to ~107 bytes)."""
     digest = blake2b(os.path.realpath(state_dir).encode(), digest_size=6).hexdigest()
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
+    # <base>/runtools/<digest>/c/<16 hex>: a base too long for a socket path falls back too
+    if (not base or len(base) > SOCKET_PATH_MAX - 40 or not os.path.isdir(base)
+            or not os.access(base, os.W_OK)):
         base = f"/tmp/runtools-{os.getuid()}"
         ensure_private_dir(base)
         st = os.lstat(base)
