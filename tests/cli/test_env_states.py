@@ -11,6 +11,7 @@ user `nobody` (root's permission checks do not bite); skipped where that is impo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -268,3 +269,88 @@ def test_a_runtime_dir_too_long_for_socket_paths_falls_back(cli, tmp_path):
     assert p.returncode == 0, p.stderr
     assert wrapper.wait(10) == 143
     assert cli.history("long")[0]["status"] == "STOPPED"
+
+
+# -- the default environment before its first run; the Python API ----------------------------
+
+DEFAULT_READS = [(["ps"], 0), (["history"], 0), (["stats"], 0), (["list-disabled"], 0), (["tail", "job"], 3),
+                 (["output", "job"], 3), (["stop", "job"], 3), (["approve", "job"], 3), (["enable", "old"], 3),
+                 (["unlock", "k"], 3), (["wait", "nomatch", "--timeout", "0.05"], 124),
+                 (["listen", "--timeout", "0.05"], 0), (["ps", "--json"], 0)]
+
+
+@pytest.mark.parametrize(("args", "code"), DEFAULT_READS, ids=[" ".join(a) for a, _ in DEFAULT_READS])
+def test_the_default_environment_before_its_first_run_reads_as_empty_and_is_not_created(cli, home, args, code):
+    p = cli.taro(*args)
+    assert p.returncode == code, p.stderr
+    assert "does not exist" not in p.stderr and "Traceback" not in p.stderr
+    if args == ["ps", "--json"]:
+        assert p.stdout.strip() == "[]"
+    assert not home.exists()  # not even $RUNTOOLS_HOME
+
+
+def test_a_named_environment_that_does_not_exist_is_an_error_not_an_empty_history(cli, home):
+    p = cli.taro("history", "-e", "prod")
+    assert p.returncode == 3
+    assert p.stderr == (f"taro: environment prod ({home / 'prod'}) does not exist: run a job in it first, "
+                        "or check -e / RUNTOOLS_ENV\n")
+    p = cli.taro("ps", env={"RUNTOOLS_ENV": "/no/such/env"})
+    assert (p.returncode, p.stderr.count("\n")) == (3, 1) and "/no/such/env does not exist" in p.stderr
+    assert not home.exists() and not Path("/no/such/env").exists()
+
+
+def test_taro_disable_creates_the_default_environment_but_no_other(cli, home, tmp_path):
+    assert cli.taro("disable", "-e", str(tmp_path / "typo"), "nightly").returncode == 3
+    assert not (tmp_path / "typo").exists()
+    assert cli.taro("disable", "nightly").returncode == 0
+    assert [d["pattern"] for d in cli.json("list-disabled")] == ["nightly"]
+
+
+def test_python_api_reads_create_nothing(home, tmp_path):
+    import runtools
+    from runtools.env.base import RunQuery
+
+    missing = tmp_path / "nowhere" / "env"
+    for name in (str(missing), None):
+        with runtools.environment(name) as env:
+            assert env.find_runs(RunQuery()) == []
+            assert env.active_runs() == []
+            assert env.get_run("job@r1") is None
+            assert env.stats(RunQuery()) == []
+            assert env.read_settings("disabled") == {}
+    assert not missing.parent.exists() and not home.exists()
+    result = runtools.run(["true"], job_id="first", env=str(missing))  # the first run creates it
+    assert result.exit_code == 0 and (missing / "runs.db").exists()
+    assert stat.S_IMODE(missing.stat().st_mode) == 0o700
+
+
+def test_reads_of_a_read_only_copy_show_its_history(cli, base, template):
+    """As its owner, without write permission anywhere in it (a backup, a mounted snapshot)."""
+    if os.geteuid() != 0 or SETPRIV is None:
+        pytest.skip("needs root and setpriv to run as the unprivileged user nobody")
+    env_dir = base / "env"
+    shutil.copytree(template, env_dir, symlinks=True)
+    try:
+        pw = pwd.getpwnam("nobody")
+        _chown_tree(env_dir, pw.pw_uid, pw.pw_gid)
+        _read_only(env_dir)
+        runtime = Path(tempfile.mkdtemp(prefix="rt-ro-", dir="/tmp"))
+        os.chown(runtime, pw.pw_uid, pw.pw_gid)
+        env = _env_vars(base, runtime)
+        before = snapshot(env_dir)
+        p = subprocess.run([*AS_NOBODY, str(BIN / "taro"), "history", "-e", str(env_dir), "--json"], env=env,
+                           cwd="/", capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert [r["job_id"] for r in json.loads(p.stdout)] == ["job"]
+        p = subprocess.run([*AS_NOBODY, str(BIN / "taro"), "output", "job", "-e", str(env_dir)], env=env,
+                           cwd="/", capture_output=True, text=True, timeout=30)
+        assert (p.returncode, p.stdout) == (0, "hi\n"), p.stderr
+        assert snapshot(env_dir) == before
+        shutil.rmtree(runtime, ignore_errors=True)
+    finally:
+        shutil.rmtree(env_dir, ignore_errors=True)
+
+
+def test_an_invalid_busy_timeout_is_a_usage_error(cli):
+    p = cli.run("--id", "x", "--", "true", env={"RUNTOOLS_BUSY_TIMEOUT": "soon"})
+    assert (p.returncode, p.stderr) == (2, "run: invalid $RUNTOOLS_BUSY_TIMEOUT 'soon': use seconds, e.g. 60\n")
