@@ -46,8 +46,14 @@ def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
+    # the user part ends at the last `@` before the query (a raw `/` in a password stays in it)
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at < 0:
+        at = -1
+    netloc_end = rest.find("/", at + 1, end)
+    netloc_end = end if netloc_end < 0 else netloc_end
+    netloc, tail = rest[:netloc_end], rest[netloc_end:]
     if "@" in netloc:
         userinfo, _, hostpart = netloc.rpartition("@")
         if ":" in userinfo:
@@ -230,6 +236,53 @@ HELD = (
 )
 
 
+def _char(c: str) -> str:
+    """One character inside a bracket expression, as a character-entry escape."""
+    return f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+
+
+def _bracket(stuff: str) -> str:
+    """fnmatch's set `[stuff]` (stuff without the brackets) in PostgreSQL's syntax, with the same
+    rules as fnmatch.translate: `!` negates, `a-b` ranges, empty ranges dropped, `-` at either end
+    literal."""
+    if "-" not in stuff:
+        chunks = [stuff]
+    else:
+        chunks = []
+        i, j = 0, len(stuff)
+        k = 2 if stuff[0] == "!" else 1
+        while True:
+            k = stuff.find("-", k, j)
+            if k < 0:
+                break
+            chunks.append(stuff[i:k])
+            i = k + 1
+            k = k + 3
+        chunk = stuff[i:j]
+        if chunk:
+            chunks.append(chunk)
+        else:
+            chunks[-1] += "-"
+        for k in range(len(chunks) - 1, 0, -1):  # remove empty ranges
+            if chunks[k - 1][-1] > chunks[k][0]:
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+    neg = chunks[0].startswith("!")
+    if neg:
+        chunks[0] = chunks[0][1:]
+    items: list[tuple[str, str]] = []
+    for n, chunk in enumerate(chunks):
+        chars = list(chunk)
+        if n > 0 and items and chars:  # chunks are joined by range hyphens
+            lo = items.pop()[0]
+            items.append((lo, chars.pop(0)))
+        items.extend((c, c) for c in chars)
+    if not items:
+        return "." if neg else "x^"  # a negated empty set: any character; an empty one: nothing
+    body = "".join(_char(lo) if lo == hi else f"{_char(lo)}-{_char(hi)}" for lo, hi in items)
+    return f"[{'^' if neg else ''}{body}]"
+
+
 def glob_to_regex(p: str) -> str:
     """An fnmatch glob (case-sensitive, whole string) as a PostgreSQL regular expression."""
     out = ["^"]
@@ -252,14 +305,9 @@ def glob_to_regex(p: str) -> str:
             if j >= n:  # no closing bracket: a literal [
                 out.append("\\[")
                 continue
-            stuff = p[i:j]
+            out.append(_bracket(p[i:j]))
             i = j + 1
-            neg = stuff.startswith("!")
-            if neg:
-                stuff = stuff[1:]
-            body = "".join("\\" + ch if ch in "\\^[" else ch for ch in stuff)
-            out.append("[" + ("^" if neg else "") + body + "]")
-        elif c.isalnum() or c == "_":
+        elif c.isascii() and (c.isalnum() or c == "_"):
             out.append(c)
         else:
             out.append("\\" + c)
