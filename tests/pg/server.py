@@ -78,18 +78,27 @@ class Server:
             raise RuntimeError(f"initdb failed: {open(log).read()}")
         for _attempt in range(5):
             self.port = _free_port()
-            with open(os.path.join(self.dir, "server.log"), "ab") as errlog:
-                self.proc = subprocess.Popen(
-                    [*self.as_user, os.path.join(PG_BIN, "postgres"), "-D", self.data, "-p", str(self.port),
-                     "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-                     "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                     "-c", "max_connections=300", "-c", "shared_buffers=32MB", "-c", "logging_collector=off"],
-                    stdout=subprocess.DEVNULL, stderr=errlog, start_new_session=True)
-            if self._wait_ready():
+            if self._launch():
                 return
             self.stop_process()
         raise RuntimeError(f"the test PostgreSQL server did not start: "
                            f"{open(os.path.join(self.dir, 'server.log')).read()[-2000:]}")
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: every session ends) and start it again on its port."""
+        self.stop_process()
+        if not self._launch():
+            raise RuntimeError("the test PostgreSQL server did not start again")
+
+    def _launch(self) -> bool:
+        with open(os.path.join(self.dir, "server.log"), "ab") as errlog:
+            self.proc = subprocess.Popen(
+                [*self.as_user, os.path.join(PG_BIN, "postgres"), "-D", self.data, "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=300", "-c", "shared_buffers=32MB", "-c", "logging_collector=off"],
+                stdout=subprocess.DEVNULL, stderr=errlog, start_new_session=True)
+        return self._wait_ready()
 
     def _wait_ready(self) -> bool:
         import psycopg

@@ -116,6 +116,14 @@ class JobRun:
         self.ctx.record_action("interrupted" if interrupt else "stopped", by)
         self.ctx.request_stop(status, 128 + signum if signum else None)
 
+    def _lease_lost(self, why: str) -> None:
+        """The run's lease is gone for good (its connection was cut longer than the backend's
+        grace): stop the command before another process may take over; the run ends ERROR."""
+        with self.ctx._lock:
+            self.record.error = why
+        self.ctx.record_action("stopped", by="lease", reason=why)
+        self.ctx.request_stop(Status.ERROR, EXIT_WRAPPER_FAILED)
+
     def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op in ("stop", "interrupt"):
@@ -135,6 +143,8 @@ class JobRun:
         env, rec, ctx = self.env, self.record, self.ctx
         lease = env.lease(rec)
         ctx.lease = lease
+        if hasattr(lease, "on_lost"):  # a lease that can be lost while the run lives (postgres)
+            lease.on_lost = self._lease_lost
         endpoint = None
         restore = _install_signal_handlers(self)
         try:

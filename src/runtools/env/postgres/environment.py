@@ -44,6 +44,20 @@ MAX_PAYLOAD = 7000
 DEFAULT_OUTPUT_KIB = 1024
 #: how often a follower of a run on another host looks for new output chunks
 FOLLOW_POLL_S = 0.1
+#: how often the wrapper confirms its lease connection (one `SELECT 1`)
+LEASE_PROBE_S = 1.0
+#: a lease not confirmed for this long is lost: the wrapper stops its command (TERM, KILL after
+#: --kill-after) and records why; within it a cut connection is re-made and the lock re-taken
+LEASE_GRACE_S = 5.0
+#: the server drops the session (and so the lease) of a host gone silent after ~8 + 4*4 = 24 s:
+#: later than the holder stops its command (1 + 5 s, plus its kill grace, 10 s by default)
+LEASE_SERVER_SETTINGS = ("SET tcp_keepalives_idle = 8; SET tcp_keepalives_interval = 4; "
+                         "SET tcp_keepalives_count = 4; SET tcp_user_timeout = 24000")
+#: after a server restart every run's lease is gone at once: for this long, runs without their
+#: lease count as alive so their wrappers can take them again
+RESTART_GRACE_S = 15.0
+#: how long a listener (events, control) waits between attempts to reconnect
+RECONNECT_S = 0.5
 
 
 def output_bound() -> int:
@@ -97,24 +111,20 @@ def _event_text(event: Event) -> str:
 class _Listener:
     """A connection that LISTENs on channels, and a thread that hands each notification to
     `on_notify(channel, payload)`. `lock` guards the connection: others may use it for short
-    statements (replies, output) while the thread waits in poll()."""
+    statements (replies, output) while the thread waits in poll(). A lost connection is made
+    again (`setup` and LISTEN re-run), then `on_reconnect()` says that notifications may have
+    been missed."""
 
     def __init__(self, env: PostgresEnvironment, channels: list[str],
                  on_notify: Callable[[str, str], None], setup: Callable[[psycopg.Connection], object] | None = None,
-                 name: str = "pg-listen") -> None:
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         self.env = env
+        self.channels = channels
         self.on_notify = on_notify
+        self.setup = setup
+        self.on_reconnect = on_reconnect
         self.lock = _thread.RLock()
-        self.conn = env._connect(schema=True)
-        try:
-            if setup is not None:
-                setup(self.conn)
-            for ch in channels:
-                self.conn.execute(f'LISTEN "{ch}"')
-            self.conn.add_notify_handler(lambda n: self.on_notify(n.channel, n.payload))
-        except BaseException:
-            self.conn.close()
-            raise
+        self.conn = self._open()
         self._r, self._w = os.pipe2(os.O_CLOEXEC)
         self._closed = False
         self.quiet = False  # set: notifications are no longer handed on (closing)
@@ -122,30 +132,64 @@ class _Listener:
         self._done.acquire()
         self._ident = _thread.start_new_thread(self._loop, ())
 
+    def _open(self) -> psycopg.Connection:
+        conn = self.env._connect(schema=True)
+        try:
+            if self.setup is not None:
+                self.setup(conn)
+            for ch in self.channels:
+                conn.execute(f'LISTEN "{ch}"')
+            conn.add_notify_handler(lambda n: self.on_notify(n.channel, n.payload))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _loop(self) -> None:
         import select
 
         try:
-            poller = select.poll()
-            poller.register(self.conn.fileno(), select.POLLIN)
-            poller.register(self._r, select.POLLIN)
-            pgconn = self.conn.pgconn
-            while not self._closed:
-                ready = poller.poll(wait_slice(None) * 1000)  # type: ignore[operator]
-                if self._closed or self.quiet or any(fd == self._r for fd, _ in ready):
+            while not self._closed and not self.quiet:
+                if self._listen(select):
+                    return
+                # the connection is gone: make it again (until closed), then say events were missed
+                while not self._closed and not self.quiet:
+                    if select.select([self._r], [], [], RECONNECT_S)[0]:
+                        return
+                    try:
+                        conn = self._open()
+                    except Exception:
+                        continue
+                    with self.lock:
+                        old, self.conn = self.conn, conn
+                    old.close()
+                    if self.on_reconnect is not None:
+                        self.on_reconnect()
                     break
-                if not ready:
-                    continue
+        finally:
+            self._done.release()
+
+    def _listen(self, select: Any) -> bool:
+        """Hand on notifications until closed (True) or the connection is lost (False)."""
+        poller = select.poll()
+        poller.register(self.conn.fileno(), select.POLLIN)
+        poller.register(self._r, select.POLLIN)
+        pgconn = self.conn.pgconn
+        while True:
+            ready = poller.poll(wait_slice(None) * 1000)  # type: ignore[operator]
+            if self._closed or self.quiet or any(fd == self._r for fd, _ in ready):
+                return True
+            if not ready:
+                continue
+            try:
                 with self.lock:
-                    pgconn.consume_input()
+                    pgconn.consume_input()  # raises once the connection is lost
                     while (n := pgconn.notifies()) is not None:
                         self.on_notify(n.relname.decode(), n.extra.decode())
                     if self.conn.broken or pgconn.status != 0:
-                        break
-        except Exception:
-            pass  # a lost connection: the listener goes quiet (reconnecting is left for later)
-        finally:
-            self._done.release()
+                        return False
+            except Exception:
+                return False
 
     def close(self) -> None:
         if self._closed:
@@ -175,12 +219,12 @@ class PgTx(Tx):
 
     def active_runs(self) -> list[RunRecord]:
         found = self.conn.execute(store.ACTIVE).fetchall()
-        held = self.env._held([self.env.lease_key(row[-1]) for row in found], self.conn)
+        alive = self.env._alive([(row[-1], row[-2]) for row in found], self.conn)
         out = []
         now = time.time()
         for row in found:
-            r = rows.record_from_row(row[:-1])
-            if self.env.lease_key(r.instance_id) in held:
+            r = rows.record_from_row(row[:-2])
+            if row[-1] in alive:
                 out.append(r)
             else:
                 self.update(rows.mark_lost(r, now))
@@ -295,29 +339,117 @@ class _Transaction:
 
 
 class PgLease(Lease):
-    """A session advisory lock on the run's key, on a connection of its own."""
+    """A session advisory lock on the run's key, on a connection of its own (whose socket the
+    command inherits), confirmed every LEASE_PROBE_S by a thread. A cut connection is made again
+    and the lock taken again — under the environment's decision lock, and only while the run
+    has not been ended by someone else; if that fails for LEASE_GRACE_S, `on_lost(why)` is
+    called once (the run then stops its command)."""
 
-    def __init__(self, env: PostgresEnvironment, key: int) -> None:
-        self.conn = env._connect()
+    def __init__(self, env: PostgresEnvironment, instance_id: str) -> None:
+        self.env = env
+        self.iid = instance_id
+        self.key = env.lease_key(instance_id)
+        self.on_lost: Callable[[str], None] | None = None
+        conn = env._connect(lease=True)
         try:
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            conn.execute(LEASE_SERVER_SETTINGS)
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         except Exception as e:
-            self.conn.close()
+            conn.close()
             raise store.error(e, env.display) from None
+        self.conn = conn
+        self._lock = _thread.allocate_lock()  # guards self.conn
         self._released = False
+        self._stop = _thread.allocate_lock()  # released by release(): ends the watcher at once
+        self._stop.acquire()
+        _thread.start_new_thread(self._watch, ())
 
     def inheritable_fds(self) -> tuple[int, ...]:
-        return () if self._released else (self.conn.fileno(),)
+        with self._lock:
+            return () if self._released else (self.conn.fileno(),)
 
-    def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        try:  # explicitly: a process that inherited the socket may keep the session open
-            self.conn.execute("SELECT pg_advisory_unlock_all()")
+    def _probe(self) -> bool:
+        with self._lock:
+            if self._released:
+                return True
+            try:
+                self.conn.execute("SELECT 1")
+                return True
+            except Exception:
+                return False
+
+    def _retake(self) -> str | None:
+        """Connect again and take the lock again: None when done, else why not (yet)."""
+        env = self.env
+        try:
+            conn = env._connect(schema=True, lease=True)
+        except Exception as e:
+            return f"cannot reach {env.display}: {e}"
+        try:
+            conn.execute(LEASE_SERVER_SETTINGS)
+            with conn.transaction():  # serialised with every decision: no taker in between
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+                if not row or not row[0]:
+                    conn.close()
+                    return "its lock is still held by the lost connection's session"
+                row = conn.execute("SELECT stage FROM runs WHERE instance_id=%s", (self.iid,)).fetchone()
+            if row is not None and row[0] == "ENDED":
+                conn.close()
+                return "ended"
+        except Exception as e:
+            conn.close()
+            return f"cannot take the lease again: {e}"
+        with self._lock:
+            if self._released:
+                conn.close()
+                return None
+            old, self.conn = self.conn, conn
+        try:
+            old.close()
         except Exception:
             pass
-        self.conn.close()
+        return None
+
+    def _watch(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.acquire(timeout=LEASE_PROBE_S):
+            if self._probe():
+                last_ok = time.monotonic()
+                continue
+            why = None
+            while not self._released:
+                why = self._retake()
+                if why is None:
+                    last_ok = time.monotonic()
+                    break
+                if why == "ended" or time.monotonic() - last_ok >= LEASE_GRACE_S:
+                    if why == "ended":
+                        why = "the run was ended by another process while its lease connection was cut"
+                    else:
+                        why = (f"lost its lease on {self.env.display} for {LEASE_GRACE_S:g}s ({why}): "
+                               "stopped the command so that no other process runs a second copy")
+                    callback = self.on_lost
+                    if callback is not None:
+                        try:
+                            callback(why)
+                        except Exception:
+                            pass
+                    return
+                if self._stop.acquire(timeout=RECONNECT_S):
+                    return
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            try:  # explicitly: a process that inherited the socket may keep the session open
+                self.conn.execute("SELECT pg_advisory_unlock_all()")
+            except Exception:
+                pass
+            self.conn.close()
+        self._stop.release()
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -330,7 +462,7 @@ class PgSubscription(Subscription):
         self._empty = Empty
         self._queue: SimpleQueue[Event | None] = SimpleQueue()
         self._closed = False
-        self._listener = _Listener(env, [env._events_channel], self._on_notify, name="pg-events")
+        self._listener = _Listener(env, [env._events_channel], self._on_notify, on_reconnect=self.wake)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         try:
@@ -382,8 +514,7 @@ class PgControlServer(ControlEndpoint):
         self._closed = False
         key = env._control_key(self.iid)
         self._listener = _Listener(env, [env._control_channel(self.iid)], self._on_notify,
-                                   setup=lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)),
-                                   name="pg-control")
+                                   setup=lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
 
     def _reply(self, to: str, rid: str, resp: dict[str, Any]) -> None:
         with self._listener.lock:
@@ -497,10 +628,10 @@ class PostgresEnvironment(Environment):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _connect(self, schema: bool = False) -> psycopg.Connection:
+    def _connect(self, schema: bool = False, lease: bool = False) -> psycopg.Connection:
         if self._closed:
             raise BackendError(f"environment {self.name} was closed")
-        return store.connect(self.libpq_url, self.display, self.schema if schema else None)
+        return store.connect(self.libpq_url, self.display, self.schema if schema else None, lease=lease)
 
     def _main(self) -> psycopg.Connection:
         """The main connection (under `_lock`), the schema brought up to date on first use."""
@@ -555,6 +686,23 @@ class PostgresEnvironment(Environment):
             return set()
         return {row[0] for row in conn.execute(store.HELD, (keys,)).fetchall()}
 
+    def _alive(self, runs: list[tuple[str, bool]], conn: psycopg.Connection) -> set[str]:
+        """Which of these active runs (instance id, inserted before the server started) live:
+        their lease is held, or their wrapper's control connection is (its lease connection was
+        cut: the wrapper takes the lease again or stops its command within LEASE_GRACE_S), or
+        they were there before a server restart less than RESTART_GRACE_S ago (their wrappers
+        are taking their leases again). The others are dead: LOST."""
+        if not runs:
+            return set()
+        keys = {iid: (self.lease_key(iid), self._control_key(iid)) for iid, _ in runs}
+        held = self._held([k for pair in keys.values() for k in pair], conn)
+        alive = {iid for iid, (lk, ck) in keys.items() if lk in held or ck in held}
+        if len(alive) < len(runs) and any(before for iid, before in runs if iid not in alive):
+            row = conn.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()
+            if row is not None and float(row[0]) < RESTART_GRACE_S:
+                alive.update(iid for iid, before in runs if before)
+        return alive
+
     def _read(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         with self._lock:
             conn = self._main()
@@ -592,9 +740,8 @@ class PostgresEnvironment(Environment):
         """Read without the environment lock; take it only when a dead lease needs reaping."""
         def read(conn: psycopg.Connection) -> tuple[list[RunRecord], bool]:
             found = conn.execute(store.ACTIVE).fetchall()
-            held = self._held([self.lease_key(row[-1]) for row in found], conn)
-            return [rows.record_from_row(row[:-1]) for row in found], all(
-                self.lease_key(row[-1]) in held for row in found)
+            alive = self._alive([(row[-1], row[-2]) for row in found], conn)
+            return [rows.record_from_row(row[:-2]) for row in found], len(alive) == len(found)
 
         runs, all_alive = self._read(read)
         if not all_alive:
@@ -605,7 +752,7 @@ class PostgresEnvironment(Environment):
     # -- leases --------------------------------------------------------------------------------
 
     def lease(self, run: RunRecord) -> Lease:
-        return PgLease(self, self.lease_key(run.instance_id))
+        return PgLease(self, run.instance_id)
 
     def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
         """Block in the server (a shared advisory lock request) until the lease is released."""

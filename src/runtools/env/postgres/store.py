@@ -99,9 +99,16 @@ def import_psycopg():  # -> module
     return psycopg
 
 
-def connect(libpq_url: str, display: str, schema: str | None = None) -> psycopg.Connection:
+#: a lease connection's own client settings: a probe that the server does not acknowledge within
+#: 4 s fails, so the wrapper learns of a cut well within its lease grace
+LEASE_CLIENT = {"tcp_user_timeout": "4000", "keepalives_idle": "2", "keepalives_interval": "1",
+                "keepalives_count": "2", "connect_timeout": "3"}
+
+
+def connect(libpq_url: str, display: str, schema: str | None = None, lease: bool = False) -> psycopg.Connection:
     """A new autocommit connection (search_path set to `schema` when given); BackendError
-    saying which server could not be reached and why (never the password)."""
+    saying which server could not be reached and why (never the password). A `lease`
+    connection gives up on a silent server sooner (LEASE_CLIENT)."""
     psycopg = import_psycopg()
     from psycopg.conninfo import conninfo_to_dict
 
@@ -110,6 +117,8 @@ def connect(libpq_url: str, display: str, schema: str | None = None) -> psycopg.
     except psycopg.Error as e:
         raise UsageError(f"invalid PostgreSQL URL {display}: {_first_line(e)}") from None
     extra = {k: v for k, v in KEEPALIVE_DEFAULTS.items() if k not in given}
+    if lease:
+        extra.update(LEASE_CLIENT)
     if "application_name" not in given:
         extra["application_name"] = "runtools"
     try:
@@ -225,7 +234,9 @@ UPDATE = (
     "UPDATE runs SET instance_id=%s, job_id=%s, run_id=%s, stage=%s, status=%s, created_at=%s, ended_at=%s, "
     "run_key=%s, tags=%s::jsonb, data=%s WHERE instance_id=%s"
 )
-ACTIVE = f"SELECT {ROW}, instance_id FROM runs WHERE stage <> 'ENDED' ORDER BY seq"
+#: active runs: the record, then whether it was inserted before the server (re)started, its id
+ACTIVE = (f"SELECT {ROW}, inserted_at < pg_postmaster_start_time(), instance_id FROM runs "
+          "WHERE stage <> 'ENDED' ORDER BY seq")
 BY_ID = f"SELECT {ROW} FROM runs WHERE instance_id=%s"
 #: which of the given advisory keys are held exclusively by some session of this database
 HELD = (

@@ -13,7 +13,9 @@ CREATE TABLE runs (
     ended_at    DOUBLE PRECISION,
     run_key     TEXT,
     tags        JSONB NOT NULL DEFAULT '[]',
-    data        TEXT NOT NULL
+    data        TEXT NOT NULL,
+    -- server time of the insert: which runs were there before a server restart (leases retaken)
+    inserted_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 -- `ps` and every coordination decision read only active runs: keep them in a small partial index.
 CREATE INDEX runs_active ON runs (seq) WHERE stage <> 'ENDED';

@@ -1,0 +1,97 @@
+"""Leases of the postgres environment under real cuts: the lease connection terminated by the
+server (a blip: the wrapper takes its lease again), a lease that cannot be taken again (the
+wrapper stops its command: never two copies), and a server restart mid-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+import pytest
+
+from runtools.env.postgres import PostgresEnvironment
+from runtools.env.postgres.store import split_url
+
+from .server import Server, postgres_url, server
+
+
+def executing(cli, url: str) -> list[dict]:
+    p = cli.taro("ps", "-e", url, "--json")
+    if p.returncode == 3:
+        return []
+    assert p.returncode == 0, p.stderr
+    return [r for r in json.loads(p.stdout) if r["state"] == "EXECUTING"]
+
+
+def lease_holder(admin: psycopg.Connection, key: int) -> int | None:
+    row = admin.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+        "AND ((classid::bigint << 32) | objid::bigint) = %s", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def gated(cli, url: str, job: str, host: str) -> subprocess.Popen:
+    return cli.spawn_run("-e", url, "-x", "--id", job, "--", "sh", "-c", "read _ || :",
+                         stdin=subprocess.PIPE, env={"RUNTOOLS_HOST": host})
+
+
+@pytest.fixture
+def admin():
+    server()
+    with psycopg.connect(split_url(postgres_url())[0], autocommit=True) as conn:
+        yield conn
+
+
+def test_a_cut_lease_connection_is_taken_again_and_nobody_takes_over(cli, admin, wait_until):
+    url = postgres_url()
+    a = gated(cli, url, "job", "host-a")
+    (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
+    key = PostgresEnvironment(url).lease_key(run["instance_id"])
+    first = lease_holder(admin, key)
+    assert first is not None
+    admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
+    b = cli.run("-e", url, "-x", "--id", "job", "--", "echo", "second copy", env={"RUNTOOLS_HOST": "host-b"})
+    assert b.returncode == 100, b.stderr  # its wrapper lives (control connection): still the holder
+    again = wait_until(lambda: lease_holder(admin, key), 10, "the wrapper to take its lease again")
+    assert again != first
+    cli.release(a)
+    assert a.wait(15) == 0
+    assert {r["host"]: r["status"] for r in cli.history("-e", url)} == {"host-a": "COMPLETED", "host-b": "OVERLAP"}
+
+
+def test_a_lease_that_cannot_be_taken_again_stops_the_command(cli, admin, wait_until):
+    url = postgres_url()
+    a = cli.spawn_run("-e", url, "-x", "--id", "job", "--", "sleep", "60", env={"RUNTOOLS_HOST": "host-a"})
+    (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
+    key = PostgresEnvironment(url).lease_key(run["instance_id"])
+    admin.execute("SELECT pg_terminate_backend(%s, 5000)", (lease_holder(admin, key),))
+    admin.execute("SELECT pg_advisory_lock(%s)", (key,))  # what a stuck old session would do
+    try:
+        assert a.wait(30) == 125  # the grace (5 s), then TERM: sleep ends at once
+    finally:
+        admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    (ended,) = cli.history("-e", url)
+    assert ended["status"] == "ERROR"
+    assert "lost its lease" in ended["error"]
+    assert ended["actions"][-1]["by"] == "lease"
+
+
+def test_a_server_restart_mid_run_costs_nothing(cli, wait_until):
+    own = Server()
+    try:
+        own.start()
+        url = own.url("restart")
+        a = gated(cli, url, "job", "host-a")
+        wait_until(lambda: executing(cli, url), 15, "the run to execute")
+        own.restart()
+        # within the restart grace the run counts as alive though its lease is not taken yet
+        b = cli.run("-e", url, "-x", "--id", "job", "--", "echo", "second copy", env={"RUNTOOLS_HOST": "host-b"})
+        assert b.returncode == 100, b.stderr
+        cli.release(a)
+        assert a.wait(15) == 0, a.stderr.read()
+        runs = {r["host"]: r for r in cli.history("-e", url)}
+        assert runs["host-a"]["status"] == "COMPLETED"
+        assert runs["host-b"]["status"] == "OVERLAP"
+    finally:
+        own.stop()
