@@ -95,3 +95,32 @@ def test_a_server_restart_mid_run_costs_nothing(cli, wait_until):
         assert runs["host-b"]["status"] == "OVERLAP"
     finally:
         own.stop()
+
+
+def test_the_end_of_a_run_is_recorded_once_the_server_is_back(cli, wait_until):
+    import os
+
+    own = Server()
+    try:
+        own.start()
+        url = own.url("away")
+        a = gated(cli, url, "job", "host-a")
+        (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
+        own.stop_process()
+        cli.release(a)  # the command ends while the server is away
+
+        def gone() -> bool:
+            try:
+                os.kill(run["child_pid"], 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(gone, 10, "the command to end")
+        assert a.poll() is None  # the wrapper waits for the server to record the end
+        assert own._launch()
+        assert a.wait(20) == 0, a.stderr.read()
+        (ended,) = cli.history("-e", url)
+        assert (ended["status"], ended["error"]) == ("COMPLETED", None)
+    finally:
+        own.stop()

@@ -120,6 +120,8 @@ class JobRun:
         """The run's lease is gone for good (its connection was cut longer than the backend's
         grace): stop the command before another process may take over; the run ends ERROR."""
         with self.ctx._lock:
+            if self.record.stage is Stage.ENDED:  # too late to matter: its end is being recorded
+                return
             self.record.error = why
         self.ctx.record_action("stopped", by="lease", reason=why)
         self.ctx.request_stop(Status.ERROR, EXIT_WRAPPER_FAILED)

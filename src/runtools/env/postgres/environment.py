@@ -58,6 +58,8 @@ LEASE_SERVER_SETTINGS = ("SET tcp_keepalives_idle = 8; SET tcp_keepalives_interv
 RESTART_GRACE_S = 15.0
 #: how long a listener (events, control) waits between attempts to reconnect
 RECONNECT_S = 0.5
+#: how long a lost main connection is tried again before the operation fails (a server restart)
+RECONNECT_WAIT_S = 15.0
 
 
 def output_bound() -> int:
@@ -292,13 +294,17 @@ class _Transaction:
         env = self.env
         env._lock.acquire()
         try:
-            conn = env._main()
-            try:
-                conn.execute("BEGIN")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
-            except Exception as e:
-                env._failed(conn)
-                raise store.error(e, env.display) from None
+            for attempt in (1, 2):
+                conn = env._main()
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
+                    break
+                except Exception as e:
+                    env._failed(conn)
+                    if attempt == 1 and (conn.broken or conn.closed):  # lost since its last use
+                        continue
+                    raise store.error(e, env.display) from None
         except BaseException:
             env._lock.release()
             raise
@@ -638,7 +644,17 @@ class PostgresEnvironment(Environment):
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
-        conn = self._connect(schema=True)
+        deadline = time.monotonic() + RECONNECT_WAIT_S
+        while True:
+            try:
+                conn = self._connect(schema=True)
+                break
+            except BackendError:
+                # the first connection fails at once (exit 5/125); a lost one is made again while
+                # the server comes back (a restart), so a run's transitions and end are recorded
+                if not self._ready or self._closed or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
         try:
             if not self._ready:
                 if not store.ensure_schema(conn, self.schema, self.display, self.create):
@@ -704,16 +720,21 @@ class PostgresEnvironment(Environment):
         return alive
 
     def _read(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
+        """`fn(main connection)` (idempotent: it is tried again once on a new connection when the
+        one it got was lost since its last use)."""
         with self._lock:
-            conn = self._main()
-            try:
-                return fn(conn)
-            except Exception as e:
-                psycopg = store.import_psycopg()
-                if isinstance(e, psycopg.Error):
+            for attempt in (1, 2):
+                conn = self._main()
+                try:
+                    return fn(conn)
+                except Exception as e:
+                    psycopg = store.import_psycopg()
+                    if not isinstance(e, psycopg.Error):
+                        raise
                     self._failed(conn)
-                    raise store.error(e, self.display) from None
-                raise
+                    if attempt == 2 or not (conn.broken or conn.closed):
+                        raise store.error(e, self.display) from None
+        raise AssertionError("unreachable")
 
     # -- store ---------------------------------------------------------------------------------
 
