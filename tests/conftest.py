@@ -168,6 +168,10 @@ class Cli:
 
     def listeners(self) -> int:
         """Event listener sockets bound in this test's runtime dir (`taro wait`/`listen` ready)."""
+        if os.environ.get("RUNTOOLS_ENV", "").startswith("postgresql://"):
+            from pg.server import listeners
+
+            return listeners(os.environ["RUNTOOLS_ENV"])
         base = Path(os.environ["XDG_RUNTIME_DIR"]) / "runtools"
         if not base.is_dir():
             return 0
@@ -180,9 +184,10 @@ class Cli:
         from runtools.env.base import RunQuery
         from runtools.model.criteria import RunMatcher
 
-        if not (self.home / "local").exists():
+        name = os.environ.get("RUNTOOLS_ENV") or "local"  # a postgres URL: see `home`
+        if name == "local" and not (self.home / "local").exists():
             return []
-        with open_environment("local") as env:
+        with open_environment(name) as env:
             runs = env.find_runs(RunQuery(matcher=RunMatcher.parse(job), active=active))
         return [r.to_json() for r in runs]
 
@@ -240,6 +245,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("RUNTOOLS_ENV", raising=False)
+    if os.environ.get("RUNTOOLS_TEST_ENV") == "postgres":  # the CLI suites on a postgres environment
+        from pg.server import postgres_url
+        from runtools.env.postgres import PostgresEnvironment
+
+        url = postgres_url()
+        with PostgresEnvironment(url) as env, env.transaction():
+            pass  # created, as the default `local` reads as existing before its first run
+        monkeypatch.setenv("RUNTOOLS_ENV", url)
     yield h
     shutil.rmtree(runtime, ignore_errors=True)
 

@@ -19,7 +19,7 @@ def stored(job: str):
     from runtools.env.base import RunQuery
     from runtools.model.criteria import RunMatcher
 
-    with open_environment("local") as env:
+    with open_environment() as env:
         return env.find_runs(RunQuery(matcher=RunMatcher.parse(job), ascending=True))
 
 

@@ -15,7 +15,7 @@ def stored(job: str | None = None):
     from runtools.env.base import RunQuery
     from runtools.model.criteria import RunMatcher
 
-    with open_environment("local") as env:
+    with open_environment() as env:
         env.active_runs()
         return env.find_runs(RunQuery(matcher=RunMatcher.parse(job), ascending=True))
 

@@ -166,6 +166,20 @@ def postgres_url(schema: str | None = None, password: bool = False) -> str:
     return server().url(schema or new_schema(), password=password)
 
 
+def listeners(url: str) -> int:
+    """Event subscriptions open on the environment of `url` (`taro wait`/`listen` ready)."""
+    import psycopg
+
+    from runtools.env.postgres import PostgresEnvironment
+    from runtools.env.postgres.store import split_url
+
+    channel = PostgresEnvironment(url)._events_channel
+    with psycopg.connect(split_url(url)[0], autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+                           (f'LISTEN "{channel}"',)).fetchone()
+    return int(row[0]) if row else 0
+
+
 if __name__ == "__main__":  # a server for trying things by hand: prints its URL, stops on Enter
     s = Server()
     s.start()
