@@ -114,3 +114,20 @@ def test_a_newer_schema_is_refused(cli, url):
     no_password(p.stderr)
     p = cli.taro("ps", "-e", url)
     assert p.returncode == 5 and "newer runtools" in p.stderr
+
+
+def test_output_of_a_run_of_another_host_comes_from_the_database(cli, url):
+    script = "for i in $(seq 1 400); do echo out $i; done; echo err >&2"
+    p = cli.run("-e", url, "--id", "chatty", "--", "sh", "-c", script, env={"RUNTOOLS_PG_OUTPUT_KIB": "1"})
+    assert p.returncode == 0, p.stderr
+    (r,) = cli.history("-e", url)
+    with open(r["stdout_path"]) as f:
+        whole = f.read()
+    os.unlink(r["stdout_path"])  # as seen from another host: the files are not here
+    os.unlink(r["stderr_path"])
+    o = cli.taro("output", "-e", url, "chatty")
+    assert o.returncode == 0, o.stderr
+    assert o.stdout == whole[-1024:]  # the last 1 KiB, and it says so
+    assert f"whole output is on {r['host']}: {r['stdout_path']}" in o.stderr
+    assert o.stderr.endswith("err\n")
+    no_password(o.stdout, o.stderr)

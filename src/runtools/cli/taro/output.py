@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runtools.cli.views import add_common, add_patterns, env_of
@@ -27,10 +28,14 @@ def run(args: argparse.Namespace) -> int:
 
     with env_of(args) as env:
         r = latest_run(env, args.patterns)
-    if not r.stdout_path:
-        raise NotFoundError(f"run {r.instance_id} stored no output (it ran with --bypass-output)")
-    for s, path, out in (("stdout", r.stdout_path, sys.stdout), ("stderr", r.stderr_path, sys.stderr)):
-        if args.stream in (s, "all") and path:
-            out.flush()
-            copy_range(path, 0, None, out.fileno())
+        if not r.stdout_path:
+            raise NotFoundError(f"run {r.instance_id} stored no output (it ran with --bypass-output)")
+        for s, path, out in (("stdout", r.stdout_path, sys.stdout), ("stderr", r.stderr_path, sys.stderr)):
+            if args.stream in (s, "all") and path:
+                out.flush()
+                stored = getattr(env, "stored_output", None)  # a shared environment keeps a bounded copy
+                if stored is not None and not os.path.exists(path):  # the run's files are on another host
+                    stored(r, s, out.fileno())
+                    continue
+                copy_range(path, 0, None, out.fileno())
     return 0

@@ -502,7 +502,8 @@ class PgSubscription(Subscription):
 
 class PgControlServer(ControlEndpoint):
     """The live run's end of control: requests arrive as NOTIFYs on the run's channel; answers go
-    to the requester's reply channel. Output chunks are written to `output_chunks`, bounded."""
+    to the requester's reply channel. Output chunks are written to `output_chunks`, the last
+    output_bound() bytes of each stream kept."""
 
     def __init__(self, env: PostgresEnvironment, run: RunRecord, handler: ControlHandler) -> None:
         self.env = env
@@ -511,9 +512,11 @@ class PgControlServer(ControlEndpoint):
         self.offsets = {"stdout": 0, "stderr": 0}
         self.last_seq = 0
         self.bound = output_bound()
-        self._chunks: list[tuple[int, int]] = []  # (seq, size) of stored chunks, oldest first
-        self._stored = 0
-        self._first = 0  # index of the oldest chunk still stored
+        # per stream: (seq, size) of its stored chunks, oldest first; bytes stored; the index of
+        # the oldest chunk still stored
+        self._chunks: dict[str, list[tuple[int, int]]] = {"stdout": [], "stderr": []}
+        self._stored = {"stdout": 0, "stderr": 0}
+        self._first = {"stdout": 0, "stderr": 0}
         self._inflight: set = set()
         # lock order: the listener's lock (the connection) before this one
         self._state_lock = _thread.RLock()
@@ -574,20 +577,30 @@ class PgControlServer(ControlEndpoint):
                     "RETURNING seq", (self.iid, stream, off, data)).fetchone()
                 assert row is not None
                 self.last_seq = row[0]
-                self._chunks.append((row[0], len(data)))
-                self._stored += len(data)
-                if self._stored > self.bound:  # keep the last `bound` bytes (in whole chunks)
+                chunks = self._chunks.setdefault(stream, [])
+                chunks.append((row[0], len(data)))
+                self._stored[stream] = self._stored.get(stream, 0) + len(data)
+                first = self._first.get(stream, 0)
+                if self._stored[stream] > self.bound:  # keep the last `bound` bytes of the stream
                     upto = None
-                    while self._stored > self.bound and self._first < len(self._chunks) - 1:
-                        upto, size = self._chunks[self._first]
-                        self._stored -= size
-                        self._first += 1
+                    while self._stored[stream] > self.bound and first < len(chunks) - 1:
+                        upto, size = chunks[first]
+                        self._stored[stream] -= size
+                        first += 1
                     if upto is not None:
-                        conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND seq <= %s",
-                                     (self.iid, upto))
-                    if self._first > 1024:
-                        del self._chunks[: self._first]
-                        self._first = 0
+                        conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND stream=%s AND seq <= %s",
+                                     (self.iid, stream, upto))
+                    cut = self._stored[stream] - self.bound
+                    if cut > 0:  # the oldest chunk kept straddles the bound: keep its tail only
+                        seq, size = chunks[first]
+                        conn.execute("UPDATE output_chunks SET data = substring(data FROM %s), off = off + %s "
+                                     "WHERE seq = %s", (cut + 1, cut, seq))
+                        chunks[first] = (seq, size - cut)
+                        self._stored[stream] -= cut
+                    if first > 1024:
+                        del chunks[:first]
+                        first = 0
+                self._first[stream] = first
             except Exception:
                 pass  # the database copy is best effort: the full output is in the run's files
 
@@ -913,6 +926,28 @@ class PostgresEnvironment(Environment):
             conn.close()
 
     # -- output --------------------------------------------------------------------------------
+
+    def stored_output(self, run: RunRecord, stream: str, fd: int) -> None:
+        """Write the copy of a run's `stream` kept in the database to `fd` (for a run whose
+        files are on another host). Only the last output_bound() bytes are kept: when earlier
+        ones were dropped, a line on stderr says so and where the whole output is."""
+        def read(conn: psycopg.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute("SELECT off, data FROM output_chunks WHERE instance_id=%s AND stream=%s "
+                                "ORDER BY seq", (run.instance_id, stream)).fetchall()
+
+        chunks = self._read(read)
+        if chunks and chunks[0][0] > 0:
+            import sys
+
+            path = run.stdout_path if stream == "stdout" else run.stderr_path
+            sys.stderr.write(f"taro: the first {chunks[0][0]} bytes of the {stream} of {run.instance_id} are not "
+                             f"kept in the environment (it keeps the last {output_bound() // 1024} KiB); the "
+                             f"whole output is on {run.host}: {path}\n")
+            sys.stderr.flush()
+        for _off, data in chunks:
+            view = memoryview(bytes(data))
+            while view:
+                view = view[os.write(fd, view):]
 
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
         base = os.path.join(store.env_output_dir(self.display, self.schema), "output", run.job_id, run.run_id)

@@ -1,0 +1,161 @@
+"""postgres environment benchmarks (issue 9), on a throwaway server started by this script.
+
+1. `run job -- true` wall time on postgres against local (medians).
+2. Cross-host queue hand-off: one `--serial` holder, K runs queued behind it that alternate
+   RUNTOOLS_HOST between two "hosts"; each hand-off is `started_at` of a run minus `ended_at`
+   of the run before it, from the store (p50/p95).
+3. Coordinated starts through one mutex: W wrappers started at once on one `--max-concurrent 4`
+   group, each running `true`: runs per second of wall time.
+4. `taro ps` and `taro history -n 20` with 1k, 100k and 1M ended runs in the store.
+
+    .venv/bin/python bench/pg_bench.py [--handoffs 30] [--wrappers 100] [--rows 1000,100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from pg.server import Server  # noqa: E402  (the tests' throwaway server)
+
+
+def env_vars(home: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, RUNTOOLS_HOME=home, XDG_RUNTIME_DIR=home + "/rt", **extra)
+    env.pop("RUNTOOLS_ENV", None)
+    os.makedirs(home + "/rt", mode=0o700, exist_ok=True)
+    return env
+
+
+def wall(argv: list[str], env: dict[str, str], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p * (len(values) - 1)))]
+
+
+def handoffs(url: str, home: str, k: int) -> list[float]:
+    from runtools.env.base import RunQuery
+    from runtools.env.postgres import PostgresEnvironment
+    from runtools.model.criteria import RunMatcher
+
+    env = env_vars(home)
+    run = [str(BIN / "run"), "job", "-e", url, "--serial", "--id", "hand"]
+    holder = subprocess.Popen([*run, "--", "sh", "-c", "read _"], env=env, stdin=subprocess.PIPE)
+    with PostgresEnvironment(url) as pg:
+        def active() -> int:
+            return len(pg.find_runs(RunQuery(matcher=RunMatcher.parse("hand"), active=True)))
+
+        while active() < 1:
+            time.sleep(0.01)
+        procs = []
+        for i in range(k):  # queued in order, alternating hosts
+            procs.append(subprocess.Popen([*run, "--", "true"], env=dict(env, RUNTOOLS_HOST=f"host-{'ab'[i % 2]}")))
+            while active() < i + 2:
+                time.sleep(0.01)
+        assert holder.stdin is not None
+        holder.stdin.close()
+        for p in [holder, *procs]:
+            p.wait(120)
+        runs = pg.find_runs(RunQuery(matcher=RunMatcher.parse("hand"), ascending=True))
+    out = []
+    for prev, nxt in itertools.pairwise(runs):
+        assert prev.ended_at is not None and nxt.started_at is not None
+        out.append(nxt.started_at - prev.ended_at)
+    return out
+
+
+def starts(url: str, home: str, w: int) -> float:
+    env = env_vars(home)
+    t = time.perf_counter()
+    procs = [subprocess.Popen([str(BIN / "run"), "job", "-e", url, "--max-concurrent", "4", "--id", "many", "--",
+                               "true"], env=dict(env, RUNTOOLS_HOST=f"host-{i % 3}")) for i in range(w)]
+    for p in procs:
+        assert p.wait(300) == 0
+    return w / (time.perf_counter() - t)
+
+
+def fill(url: str, rows: int) -> None:
+    """`rows` ended runs, made on the server from one real record (ids and times varied)."""
+    import psycopg
+
+    from runtools.env.postgres.store import split_url
+
+    libpq, schema = split_url(url)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        (have,) = conn.execute("SELECT count(*) FROM runs").fetchone()  # type: ignore[misc]
+        data, seed_run = conn.execute("SELECT data, run_id FROM runs WHERE job_id='seed'").fetchone()  # type: ignore[misc]
+        n = rows - have
+        if n <= 0:
+            return
+        conn.execute(
+            "INSERT INTO runs (instance_id, job_id, run_id, stage, status, created_at, ended_at, run_key, tags, data) "
+            "SELECT 'j' || (g % 500) || '@r' || g, 'j' || (g % 500), 'r' || g, 'ENDED', 'COMPLETED', "
+            "1.7e9 + g, 1.7e9 + g + 1, NULL, '[]', "
+            "replace(replace(%s, '\"seed\"', '\"j' || (g % 500) || '\"'), %s, 'r' || g) "
+            "FROM generate_series(%s::bigint, %s::bigint) g",
+            (data, seed_run, have, have + n - 1))
+        conn.execute("ANALYZE runs")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--handoffs", type=int, default=30)
+    ap.add_argument("--wrappers", type=int, default=100)
+    ap.add_argument("--rows", default="1000,100000,1000000")
+    ap.add_argument("--repeat", type=int, default=15)
+    a = ap.parse_args()
+    server = Server()
+    home = tempfile.mkdtemp(prefix="rt-pgbench-")
+    try:
+        server.start()
+        url = server.url("bench")
+        env = env_vars(home)
+        run = str(BIN / "run")
+        subprocess.run([run, "job", "--", "true"], env=env, check=True)
+        subprocess.run([run, "job", "-e", url, "--id", "seed", "--", "true"], env=env, check=True)
+        local = wall([run, "job", "--", "true"], env, a.repeat)
+        pg = wall([run, "job", "-e", url, "--", "true"], env, a.repeat)
+        print(f"run job -- true: local {local * 1000:.0f} ms, postgres {pg * 1000:.0f} ms (median of {a.repeat})")
+        py = wall([sys.executable, "-c", "import psycopg"], env, a.repeat)
+        floor = wall([sys.executable, "-c", "pass"], env, a.repeat)
+        print(f"  floor: python -c pass {floor * 1000:.0f} ms; python -c 'import psycopg' {py * 1000:.0f} ms")
+        h = handoffs(server.url("handoff"), home, a.handoffs)
+        print(f"cross-host queue hand-off ({len(h)}): p50 {pct(h, 0.5) * 1000:.1f} ms, "
+              f"p95 {pct(h, 0.95) * 1000:.1f} ms, max {max(h) * 1000:.1f} ms")
+        rate = starts(server.url("starts"), home, a.wrappers)
+        print(f"{a.wrappers} wrappers at once through one --max-concurrent 4 group: {rate:.0f} runs/s")
+        for rows in (int(x) for x in a.rows.split(",")):
+            t = time.perf_counter()
+            fill(url, rows)
+            made = time.perf_counter() - t
+            ps = wall([str(BIN / "taro"), "ps", "-e", url], env, a.repeat)
+            hist = wall([str(BIN / "taro"), "history", "-n", "20", "-e", url], env, a.repeat)
+            print(f"{rows:>9} rows (filled in {made:.1f} s): taro ps {ps * 1000:.0f} ms, "
+                  f"taro history -n 20 {hist * 1000:.0f} ms")
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
