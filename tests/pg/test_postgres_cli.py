@@ -131,3 +131,23 @@ def test_output_of_a_run_of_another_host_comes_from_the_database(cli, url):
     assert f"whole output is on {r['host']}: {r['stdout_path']}" in o.stderr
     assert o.stderr.endswith("err\n")
     no_password(o.stdout, o.stderr)
+
+
+def test_a_name_can_stand_for_a_postgres_url(cli, url, home):
+    a = cli.taro("env", "add", "prod", url)
+    assert a.returncode == 0 and "***" in a.stdout, a.stderr
+    assert cli.taro("env", "add", "prod", url).returncode == 2  # already there: -f to replace
+    link = home / "prod" / "postgres.url"
+    assert link.stat().st_mode & 0o777 == 0o600
+    p = cli.taro("history", "-e", "prod")
+    assert p.returncode == 3 and p.stderr.startswith("taro: environment prod (postgresql://") and "***" in p.stderr
+    assert cli.run("-e", "prod", "--id", "named", "--", "true").returncode == 0
+    assert [r["job_id"] for r in cli.history("-e", url)] == ["named"]  # the same environment
+    assert [r["job_id"] for r in cli.json("history", env={"RUNTOOLS_ENV": "prod"})] == ["named"]
+    (listed,) = cli.json("env", "list")
+    assert listed["name"] == "prod" and listed["kind"] == "postgres"
+    p = cli.taro("env", "list")
+    no_password(p.stdout, p.stderr, a.stdout, a.stderr)
+    assert cli.taro("env", "remove", "prod").returncode == 0
+    assert not link.exists()
+    assert cli.taro("env", "remove", "prod").returncode == 3

@@ -1,8 +1,9 @@
 """Environments: where runs coordinate and are recorded (DESIGN §3).
 
-`open_environment(name)` picks the backend: `memory`, a path (contains `/`) to a local
-environment directory, or the name of a local environment under $RUNTOOLS_HOME (default
-`local`, or $RUNTOOLS_ENV). The contract (env/base.py) is shaped for a PostgreSQL backend too.
+`open_environment(name)` picks the backend: `memory`, a `postgres://`/`postgresql://` URL
+(env/postgres/), a path (contains `/`) to a local environment directory, or the name of a local
+environment under $RUNTOOLS_HOME (default `local`, or $RUNTOOLS_ENV). A name or directory
+holding a `postgres.url` file (`taro env add`) stands for that PostgreSQL environment.
 """
 
 from __future__ import annotations
@@ -36,21 +37,44 @@ def open_environment(name: str | None = None, create: bool = True) -> Environmen
 
         return MemoryEnvironment()
     if name.startswith(("postgres://", "postgresql://")):
-        from runtools.env.postgres import PostgresEnvironment
-
-        pg = PostgresEnvironment(name, create=create)
-        if not create and not pg.exists():
-            from runtools.errors import NotFoundError
-
-            raise NotFoundError(f"environment {pg.display} does not exist: {MISSING_HINT}")
-        return pg
+        return _postgres(name, None, create)
     from runtools.env.local import LocalEnvironment
     from runtools.env.local.paths import env_dir
 
-    env = LocalEnvironment(env_dir(name), name=name, create=create)
+    directory = env_dir(name)
+    link = os.path.join(directory, POSTGRES_LINK)
+    if os.path.isfile(link):  # a named environment that points at a PostgreSQL server (taro env add)
+        return _postgres(_read_link(link), name, create)
+    env = LocalEnvironment(directory, name=name, create=create)
     if not create and name != DEFAULT_ENV and not env.exists():
         from runtools.errors import NotFoundError
 
         where = "" if "/" in name else f" ({env.dir})"
         raise NotFoundError(f"environment {name}{where} does not exist: {MISSING_HINT}")
     return env
+
+
+#: in an environment's directory: the URL of the PostgreSQL environment the name stands for
+POSTGRES_LINK = "postgres.url"
+
+
+def _read_link(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as e:
+        from runtools.errors import BackendError
+
+        raise BackendError(f"cannot read {path}: {e.strerror}; check its owner and mode") from None
+
+
+def _postgres(url: str, name: str | None, create: bool) -> Environment:
+    from runtools.env.postgres import PostgresEnvironment
+
+    pg = PostgresEnvironment(url, name=name, create=create)
+    if not create and not pg.exists():
+        from runtools.errors import NotFoundError
+
+        shown = pg.display if name is None else f"{name} ({pg.display})"
+        raise NotFoundError(f"environment {shown} does not exist: {MISSING_HINT}")
+    return pg

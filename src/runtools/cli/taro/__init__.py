@@ -32,6 +32,7 @@ VERBS = {
     "enable": "disable",
     "list-disabled": "disable",
     "config": "config",
+    "env": "env",
     # start-once
     "unlock": "unlock",
 }

@@ -1,0 +1,107 @@
+"""taro env add | list | remove: named environments, and names that stand for a PostgreSQL URL.
+
+`taro env add NAME URL` writes $RUNTOOLS_HOME/NAME/postgres.url (owner-only): from then on
+`-e NAME` (or RUNTOOLS_ENV=NAME) is that PostgreSQL environment, and the URL's password is
+typed once and never shown again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
+if TYPE_CHECKING:
+    import argparse
+
+HELP = "environments: add NAME URL (a name for a PostgreSQL URL), list, remove NAME"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
+    add = sub.add_parser("add", help="make NAME stand for the PostgreSQL environment at URL")
+    add.add_argument("name", help="the environment's name (as -e NAME)")
+    add.add_argument("url", help="postgresql://USER@HOST:PORT/DB[?schema=NAME]")
+    add.add_argument("-f", "--force", action="store_true", help="replace the URL NAME stood for")
+    ls = sub.add_parser("list", help="environments under $RUNTOOLS_HOME (URLs without passwords)")
+    ls.add_argument("--json", action="store_true", help="print JSON: [{name, kind, location}]")
+    rm = sub.add_parser("remove", help="forget the URL NAME stands for (the database is left alone)")
+    rm.add_argument("name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtools.env import POSTGRES_LINK
+    from runtools.env.local.paths import env_dir, runtools_home
+    from runtools.errors import NotFoundError, UsageError
+
+    if args.action == "list":
+        return _list(runtools_home(), POSTGRES_LINK, args.json)
+    from runtools.model.ids import validate_id
+
+    name = validate_id(args.name, "environment name")
+    d = env_dir(name)
+    link = os.path.join(d, POSTGRES_LINK)
+    if args.action == "remove":
+        try:
+            os.unlink(link)
+        except FileNotFoundError:
+            raise NotFoundError(f"environment {name} does not stand for a PostgreSQL URL ({link})") from None
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+        sys.stdout.write(f"removed {name}\n")
+        return 0
+    from runtools.env.postgres.store import is_url, redact, split_url
+
+    url = args.url.strip()
+    if not is_url(url):
+        raise UsageError(f"{redact(url)} is not a PostgreSQL URL: use postgresql://USER@HOST:PORT/DB")
+    split_url(url)  # a bad schema= is a usage error now, not at the first run
+    if os.path.exists(os.path.join(d, "runs.db")):
+        raise UsageError(f"{name} is a local environment with a history ({d}): choose another name")
+    if os.path.exists(link) and not args.force:
+        raise UsageError(f"{name} already stands for a PostgreSQL URL: add -f to replace it")
+    from runtools.env.local.paths import ensure_private_dir
+
+    ensure_private_dir(d)
+    tmp = f"{link}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (url + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, link)
+    sys.stdout.write(f"{name} -> {redact(url)}\n")
+    return 0
+
+
+def _list(home: str, link_name: str, as_json: bool) -> int:
+    from runtools.env.postgres.store import redact
+
+    rows = []
+    try:
+        names = sorted(os.listdir(home))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        d = os.path.join(home, name)
+        link = os.path.join(d, link_name)
+        if os.path.isfile(link):
+            try:
+                with open(link, encoding="utf-8") as f:
+                    url = f.read().strip()
+            except OSError:
+                url = "?"
+            rows.append({"name": name, "kind": "postgres", "location": redact(url)})
+        elif os.path.isfile(os.path.join(d, "runs.db")):
+            rows.append({"name": name, "kind": "local", "location": d})
+    if as_json:
+        from runtools.model.jsonenc import dumps
+
+        sys.stdout.write(dumps(rows) + "\n")
+        return 0
+    for r in rows:
+        sys.stdout.write(f"{r['name']:<20} {r['kind']:<9} {r['location']}\n")
+    return 0
