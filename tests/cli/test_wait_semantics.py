@@ -139,6 +139,7 @@ def test_every_run_stores_the_exit_code_its_wrapper_returned(cli, tmp_path):
     assert run("three", cmd=("sh", "-c", "exit 3")) == 3
     assert run("slow", "--timeout", "0.2", cmd=("sleep", "30")) == 124
     assert run("missing", cmd=("no-such-command-xyz",)) == 127
+    assert run("killed", cmd=("sh", "-c", "kill -KILL $$")) == 137
     assert run("req", "--requires", "nothing-active") == NOT_EXECUTED_EXIT["UNSATISFIED"]
     assert run("gate", "--pending", "never", "--pending-timeout", "0.1") == NOT_EXECUTED_EXIT["TIMEOUT"]
     assert cli.taro("disable", "dis").returncode == 0
