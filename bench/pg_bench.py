@@ -108,9 +108,9 @@ def fill(url: str, rows: int) -> None:
             return
         conn.execute(
             "INSERT INTO runs (instance_id, job_id, run_id, stage, status, created_at, ended_at, run_key, tags, data) "
-            "SELECT 'j' || (g % 500) || '@r' || g, 'j' || (g % 500), 'r' || g, 'ENDED', 'COMPLETED', "
+            "SELECT 'j' || (g %% 500) || '@r' || g, 'j' || (g %% 500), 'r' || g, 'ENDED', 'COMPLETED', "
             "1.7e9 + g, 1.7e9 + g + 1, NULL, '[]', "
-            "replace(replace(%s, '\"seed\"', '\"j' || (g % 500) || '\"'), %s, 'r' || g) "
+            "replace(replace(%s, '\"seed\"', '\"j' || (g %% 500) || '\"'), %s, 'r' || g) "
             "FROM generate_series(%s::bigint, %s::bigint) g",
             (data, seed_run, have, have + n - 1))
         conn.execute("ANALYZE runs")
@@ -122,7 +122,9 @@ def main() -> int:
     ap.add_argument("--wrappers", type=int, default=100)
     ap.add_argument("--rows", default="1000,100000,1000000")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--parts", default="wall,handoff,starts,rows", help="which measurements (comma-separated)")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     server = Server()
     home = tempfile.mkdtemp(prefix="rt-pgbench-")
     try:
@@ -132,18 +134,21 @@ def main() -> int:
         run = str(BIN / "run")
         subprocess.run([run, "job", "--", "true"], env=env, check=True)
         subprocess.run([run, "job", "-e", url, "--id", "seed", "--", "true"], env=env, check=True)
-        local = wall([run, "job", "--", "true"], env, a.repeat)
-        pg = wall([run, "job", "-e", url, "--", "true"], env, a.repeat)
-        print(f"run job -- true: local {local * 1000:.0f} ms, postgres {pg * 1000:.0f} ms (median of {a.repeat})")
-        py = wall([sys.executable, "-c", "import psycopg"], env, a.repeat)
-        floor = wall([sys.executable, "-c", "pass"], env, a.repeat)
-        print(f"  floor: python -c pass {floor * 1000:.0f} ms; python -c 'import psycopg' {py * 1000:.0f} ms")
-        h = handoffs(server.url("handoff"), home, a.handoffs)
-        print(f"cross-host queue hand-off ({len(h)}): p50 {pct(h, 0.5) * 1000:.1f} ms, "
-              f"p95 {pct(h, 0.95) * 1000:.1f} ms, max {max(h) * 1000:.1f} ms")
-        rate = starts(server.url("starts"), home, a.wrappers)
-        print(f"{a.wrappers} wrappers at once through one --max-concurrent 4 group: {rate:.0f} runs/s")
-        for rows in (int(x) for x in a.rows.split(",")):
+        if "wall" in parts:
+            local = wall([run, "job", "--", "true"], env, a.repeat)
+            pg = wall([run, "job", "-e", url, "--", "true"], env, a.repeat)
+            print(f"run job -- true: local {local * 1000:.0f} ms, postgres {pg * 1000:.0f} ms (median of {a.repeat})")
+            py = wall([sys.executable, "-c", "import psycopg"], env, a.repeat)
+            floor = wall([sys.executable, "-c", "pass"], env, a.repeat)
+            print(f"  floor: python -c pass {floor * 1000:.0f} ms; python -c 'import psycopg' {py * 1000:.0f} ms")
+        if "handoff" in parts:
+            h = handoffs(server.url("handoff"), home, a.handoffs)
+            print(f"cross-host queue hand-off ({len(h)}): p50 {pct(h, 0.5) * 1000:.1f} ms, "
+                  f"p95 {pct(h, 0.95) * 1000:.1f} ms, max {max(h) * 1000:.1f} ms")
+        if "starts" in parts:
+            rate = starts(server.url("starts"), home, a.wrappers)
+            print(f"{a.wrappers} wrappers at once through one --max-concurrent 4 group: {rate:.0f} runs/s")
+        for rows in (int(x) for x in a.rows.split(",") if "rows" in parts):
             t = time.perf_counter()
             fill(url, rows)
             made = time.perf_counter() - t
