@@ -124,3 +124,31 @@ def test_the_end_of_a_run_is_recorded_once_the_server_is_back(cli, wait_until):
         assert (ended["status"], ended["error"]) == ("COMPLETED", None)
     finally:
         own.stop()
+
+
+def test_a_queued_run_survives_a_server_restart(cli, wait_until):
+    own = Server()
+    try:
+        own.start()
+        url = own.url("queue")
+        holder = cli.spawn_run("-e", url, "--serial", "--id", "q", "--", "sh", "-c", "read _ || :",
+                               stdin=subprocess.PIPE, env={"RUNTOOLS_HOST": "host-a"})
+        wait_until(lambda: executing(cli, url), 15, "the holder to execute")
+        waiter = cli.spawn_run("-e", url, "--serial", "--id", "q", "--", "echo", "my turn",
+                               env={"RUNTOOLS_HOST": "host-b"})
+
+        def queued() -> bool:
+            p = cli.taro("ps", "-e", url, "--json")
+            return p.returncode == 0 and any(r["state"] == "QUEUED" for r in json.loads(p.stdout))
+
+        wait_until(queued, 15, "the second run to queue")
+        own.restart()
+        cli.release(holder)
+        assert holder.wait(20) == 0, holder.stderr.read()
+        assert waiter.wait(20) == 0
+        out, err = waiter.stdout.read(), waiter.stderr.read()
+        assert out == b"my turn\n" and b"Traceback" not in err and b"Exception" not in err, err
+        runs = {r["host"]: r["status"] for r in cli.history("-e", url)}
+        assert runs == {"host-a": "COMPLETED", "host-b": "COMPLETED"}
+    finally:
+        own.stop()

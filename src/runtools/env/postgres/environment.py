@@ -789,30 +789,60 @@ class PostgresEnvironment(Environment):
         return PgLease(self, run.instance_id)
 
     def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
-        """Block in the server (a shared advisory lock request) until the lease is released."""
+        """Block in the server (a shared advisory lock request) until the lease is released.
+
+        A connection lost while waiting (a server restart, a cut) is made again until the
+        deadline; a lease found free less than RESTART_GRACE_S after a restart, of a run that was
+        there before it, is waited on a little longer (its wrapper is taking it again)."""
         store.import_psycopg()
         import psycopg.errors
 
         key = self.lease_key(run.instance_id)
-        conn = self._connect()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        conn: psycopg.Connection | None = self._connect(schema=True)  # the first failure is an error
         try:
-            deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                ms = max(1, int(wait_slice(remaining) * 1000))  # type: ignore[operator]
-                conn.execute(f"SET lock_timeout = {ms}")
+                left = remaining()
+                if left is not None and left <= 0:
+                    return False
+                if conn is None:
+                    time.sleep(min(RECONNECT_S, left) if left is not None else RECONNECT_S)
+                    try:
+                        conn = self._connect(schema=True)
+                    except BackendError:
+                        continue
                 try:
-                    conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
-                except psycopg.errors.LockNotAvailable:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return False
-                    continue
-                conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
-                return True
-        except psycopg.Error as e:
-            raise store.error(e, self.display) from None
+                    ms = max(1, int(wait_slice(left) * 1000))  # type: ignore[operator]
+                    conn.execute(f"SET lock_timeout = {ms}")
+                    try:
+                        conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
+                    except psycopg.errors.LockNotAvailable:
+                        continue
+                    conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
+                    if not self._retaking(conn, run.instance_id):
+                        return True
+                    time.sleep(RECONNECT_S)
+                except psycopg.Error:
+                    conn.close()
+                    conn = None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    @staticmethod
+    def _retaking(conn: psycopg.Connection, instance_id: str) -> bool:
+        """May the wrapper of this run be taking its lease again after a server restart?"""
+        row = conn.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time()), "
+                           "to_regclass('runs') IS NOT NULL").fetchone()
+        if row is None or float(row[0]) >= RESTART_GRACE_S or not row[1]:
+            return False
+        row = conn.execute("SELECT inserted_at < pg_postmaster_start_time() AND stage <> 'ENDED' FROM runs "
+                           "WHERE instance_id=%s", (instance_id,)).fetchone()
+        return bool(row and row[0])
 
     # -- events --------------------------------------------------------------------------------
 
