@@ -55,7 +55,10 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, listen: str = "127.0.0.1") -> None:
+        """`listen`: the server's addresses (comma-separated; 127.0.0.1 only, unless a test
+        partitions a network namespace off); clients from any of them are trusted."""
+        self.listen = listen
         self.dir = tempfile.mkdtemp(prefix="rt-pg-")
         self.data = os.path.join(self.dir, "data")
         self.port = 0
@@ -76,6 +79,10 @@ class Server:
                                stdout=f, stderr=subprocess.STDOUT, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {open(log).read()}")
+        with open(os.path.join(self.data, "pg_hba.conf"), "a") as hba:
+            for addr in self.listen.split(","):
+                if addr != "127.0.0.1":
+                    hba.write(f"host all all {addr.rsplit('.', 1)[0]}.0/24 trust\n")
         for _attempt in range(5):
             self.port = _free_port()
             if self._launch():
@@ -94,7 +101,7 @@ class Server:
         with open(os.path.join(self.dir, "server.log"), "ab") as errlog:
             self.proc = subprocess.Popen(
                 [*self.as_user, os.path.join(PG_BIN, "postgres"), "-D", self.data, "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+                 "-c", f"listen_addresses={self.listen}", "-c", f"unix_socket_directories={self.dir}",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                  "-c", "max_connections=300", "-c", "shared_buffers=32MB", "-c", "logging_collector=off"],
                 stdout=subprocess.DEVNULL, stderr=errlog, start_new_session=True)
@@ -114,9 +121,9 @@ class Server:
                 time.sleep(0.02)  # the server's start-up: no event to wait for
         return False
 
-    def url(self, schema: str | None = None, password: bool = False) -> str:
+    def url(self, schema: str | None = None, password: bool = False, host: str = "127.0.0.1") -> str:
         auth = f"postgres:{PASSWORD}" if password else "postgres"
-        base = f"postgresql://{auth}@127.0.0.1:{self.port}/postgres"
+        base = f"postgresql://{auth}@{host}:{self.port}/postgres"
         return f"{base}?schema={schema}" if schema and schema != "postgres" else base
 
     def stop_process(self) -> None:

@@ -62,13 +62,14 @@ def test_a_cut_lease_connection_is_taken_again_and_nobody_takes_over(cli, admin,
 
 def test_a_lease_that_cannot_be_taken_again_stops_the_command(cli, admin, wait_until):
     url = postgres_url()
-    a = cli.spawn_run("-e", url, "-x", "--id", "job", "--", "sleep", "60", env={"RUNTOOLS_HOST": "host-a"})
+    a = cli.spawn_run("-e", url, "-x", "--id", "job", "--", "sleep", "60",
+                      env={"RUNTOOLS_HOST": "host-a", "RUNTOOLS_PG_LEASE_GRACE": "2"})
     (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
     key = PostgresEnvironment(url).lease_key(run["instance_id"])
     admin.execute("SELECT pg_terminate_backend(%s, 5000)", (lease_holder(admin, key),))
     admin.execute("SELECT pg_advisory_lock(%s)", (key,))  # what a stuck old session would do
     try:
-        assert a.wait(30) == 125  # the grace (5 s), then TERM: sleep ends at once
+        assert a.wait(30) == 125  # the grace (2 s here), then TERM: sleep ends at once
     finally:
         admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
     (ended,) = cli.history("-e", url)

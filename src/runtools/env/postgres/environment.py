@@ -46,13 +46,11 @@ DEFAULT_OUTPUT_KIB = 1024
 FOLLOW_POLL_S = 0.1
 #: how often the wrapper confirms its lease connection (one `SELECT 1`)
 LEASE_PROBE_S = 1.0
-#: a lease not confirmed for this long is lost: the wrapper stops its command (TERM, KILL after
-#: --kill-after) and records why; within it a cut connection is re-made and the lock re-taken
-LEASE_GRACE_S = 5.0
-#: the server drops the session (and so the lease) of a host gone silent after ~8 + 4*4 = 24 s:
-#: later than the holder stops its command (1 + 5 s, plus its kill grace, 10 s by default)
-LEASE_SERVER_SETTINGS = ("SET tcp_keepalives_idle = 8; SET tcp_keepalives_interval = 4; "
-                         "SET tcp_keepalives_count = 4; SET tcp_user_timeout = 24000")
+#: a lease not confirmed for store.lease_grace() seconds (default 5) is lost: the wrapper stops
+#: its command (TERM, KILL after --kill-after) and records why; within it a cut connection is
+#: re-made and the lock re-taken. The server drops the session (and so the lease) of a host gone
+#: silent after store.silent_drop() seconds (default 24): later than the holder stops its command
+#: (1 + 5 s, plus its kill grace, 10 s by default).
 #: after a server restart every run's lease is gone at once: for this long, runs without their
 #: lease count as alive so their wrappers can take them again
 RESTART_GRACE_S = 15.0
@@ -348,7 +346,7 @@ class PgLease(Lease):
     """A session advisory lock on the run's key, on a connection of its own (whose socket the
     command inherits), confirmed every LEASE_PROBE_S by a thread. A cut connection is made again
     and the lock taken again — under the environment's decision lock, and only while the run
-    has not been ended by someone else; if that fails for LEASE_GRACE_S, `on_lost(why)` is
+    has not been ended by someone else; if that fails for the lease grace, `on_lost(why)` is
     called once (the run then stops its command)."""
 
     def __init__(self, env: PostgresEnvironment, instance_id: str) -> None:
@@ -356,9 +354,9 @@ class PgLease(Lease):
         self.iid = instance_id
         self.key = env.lease_key(instance_id)
         self.on_lost: Callable[[str], None] | None = None
+        self.grace = store.lease_grace()
         conn = env._connect(lease=True)
         try:
-            conn.execute(LEASE_SERVER_SETTINGS)
             conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         except Exception as e:
             conn.close()
@@ -392,7 +390,6 @@ class PgLease(Lease):
         except Exception as e:
             return f"cannot reach {env.display}: {e}"
         try:
-            conn.execute(LEASE_SERVER_SETTINGS)
             with conn.transaction():  # serialised with every decision: no taker in between
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
@@ -429,11 +426,11 @@ class PgLease(Lease):
                 if why is None:
                     last_ok = time.monotonic()
                     break
-                if why == "ended" or time.monotonic() - last_ok >= LEASE_GRACE_S:
+                if why == "ended" or time.monotonic() - last_ok >= self.grace:
                     if why == "ended":
                         why = "the run was ended by another process while its lease connection was cut"
                     else:
-                        why = (f"lost its lease on {self.env.display} for {LEASE_GRACE_S:g}s ({why}): "
+                        why = (f"lost its lease on {self.env.display} for {self.grace:g}s ({why}): "
                                "stopped the command so that no other process runs a second copy")
                     callback = self.on_lost
                     if callback is not None:
@@ -718,7 +715,7 @@ class PostgresEnvironment(Environment):
     def _alive(self, runs: list[tuple[str, bool]], conn: psycopg.Connection) -> set[str]:
         """Which of these active runs (instance id, inserted before the server started) live:
         their lease is held, or their wrapper's control connection is (its lease connection was
-        cut: the wrapper takes the lease again or stops its command within LEASE_GRACE_S), or
+        cut: the wrapper takes the lease again or stops its command within its grace), or
         they were there before a server restart less than RESTART_GRACE_S ago (their wrappers
         are taking their leases again). The others are dead: LOST."""
         if not runs:

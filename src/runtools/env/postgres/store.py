@@ -99,16 +99,58 @@ def import_psycopg():  # -> module
     return psycopg
 
 
-#: a lease connection's own client settings: a probe that the server does not acknowledge within
-#: 4 s fails, so the wrapper learns of a cut well within its lease grace
-LEASE_CLIENT = {"tcp_user_timeout": "4000", "keepalives_idle": "2", "keepalives_interval": "1",
-                "keepalives_count": "2", "connect_timeout": "3"}
+#: a lease not confirmed for this long is lost: the wrapper stops its command (seconds;
+#: $RUNTOOLS_PG_LEASE_GRACE)
+DEFAULT_LEASE_GRACE_S = 5.0
+#: the server drops the sessions (so the leases) of a host silent for this long (seconds;
+#: $RUNTOOLS_PG_SILENT_DROP): must exceed the lease grace plus the command's --kill-after
+DEFAULT_SILENT_DROP_S = 24.0
+
+
+def _seconds(var: str, default: float) -> float:
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 3600.0:
+        raise UsageError(f"invalid ${var} {raw!r}: use seconds from 1 to 3600, e.g. {default:g}")
+    return value
+
+
+def lease_grace() -> float:
+    return _seconds("RUNTOOLS_PG_LEASE_GRACE", DEFAULT_LEASE_GRACE_S)
+
+
+def silent_drop() -> float:
+    return _seconds("RUNTOOLS_PG_SILENT_DROP", DEFAULT_SILENT_DROP_S)
+
+
+def lease_client() -> dict[str, str]:
+    """A lease connection's own client settings: a probe the server does not acknowledge within
+    0.8 x the lease grace fails, so the wrapper learns of a cut within its grace."""
+    grace = lease_grace()
+    return {"tcp_user_timeout": str(int(grace * 800)), "keepalives_idle": "1", "keepalives_interval": "1",
+            "keepalives_count": "2", "connect_timeout": str(max(2, int(grace * 0.6)))}
+
+
+def server_options() -> str:
+    """Session settings for the server (libpq `options`): it gives up on a silent host after
+    silent_drop() seconds (keepalives idle S/3, then 4 probes S/6 apart; unacknowledged data S)."""
+    drop = silent_drop()
+    idle, interval = max(1, round(drop / 3)), max(1, round(drop / 6))
+    return (f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} -c tcp_keepalives_count=4 "
+            f"-c tcp_user_timeout={int(drop * 1000)}")
 
 
 def connect(libpq_url: str, display: str, schema: str | None = None, lease: bool = False) -> psycopg.Connection:
     """A new autocommit connection (search_path set to `schema` when given); BackendError
-    saying which server could not be reached and why (never the password). A `lease`
-    connection gives up on a silent server sooner (LEASE_CLIENT)."""
+    saying which server could not be reached and why (never the password). The server is told
+    to give up on the session after silent_drop() seconds of silence (a partitioned host's
+    leases and control keys go then); a `lease` connection itself gives up on a silent server
+    sooner (lease_client())."""
     psycopg = import_psycopg()
     from psycopg.conninfo import conninfo_to_dict
 
@@ -118,20 +160,19 @@ def connect(libpq_url: str, display: str, schema: str | None = None, lease: bool
         raise UsageError(f"invalid PostgreSQL URL {display}: {_first_line(e)}") from None
     extra = {k: v for k, v in KEEPALIVE_DEFAULTS.items() if k not in given}
     if lease:
-        extra.update(LEASE_CLIENT)
+        extra.update(lease_client())
     if "application_name" not in given:
         extra["application_name"] = "runtools"
+    # server-side settings ride the startup packet (no extra round trip), after the URL's own
+    options = [str(given["options"])] if given.get("options") else []
+    options.append(server_options())
+    if schema is not None:
+        options.append(f"-c search_path={schema}")  # a plain identifier (split_url checked it)
+    extra["options"] = " ".join(options)
     try:
-        conn = psycopg.connect(libpq_url, autocommit=True, **extra)
+        return psycopg.connect(libpq_url, autocommit=True, **extra)
     except psycopg.Error as e:
         raise BackendError(f"cannot connect to {display}: {_first_line(e)}") from None
-    if schema is not None:
-        try:
-            conn.execute(f'SET search_path TO "{schema}"')
-        except psycopg.Error as e:
-            conn.close()
-            raise BackendError(f"cannot use {display}: {_first_line(e)}") from None
-    return conn
 
 
 def _first_line(e: BaseException) -> str:
