@@ -151,3 +151,20 @@ def test_a_name_can_stand_for_a_postgres_url(cli, url, home):
     assert cli.taro("env", "remove", "prod").returncode == 0
     assert not link.exists()
     assert cli.taro("env", "remove", "prod").returncode == 3
+
+
+def test_tail_of_a_run_of_another_host(cli, url, wait_until):
+    script = "for i in $(seq 1 30); do echo out $i; done; read _ || :; echo last"
+    a = cli.spawn_run("-e", url, "--id", "far", "--", "sh", "-c", script, stdin=subprocess.PIPE)
+    (r,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
+    wait_until(lambda: b"out 30" in cli.taro("tail", "-e", url, "-n", "2", "far", binary=True).stdout, 10,
+               "its output")
+    os.rename(r["stdout_path"], r["stdout_path"] + ".away")  # as seen from another host
+    t = cli.taro("tail", "-e", url, "-n", "2", "far")
+    assert (t.returncode, t.stdout) == (0, "out 29\nout 30\n"), t.stderr
+    f = cli.spawn(["taro", "tail", "-f", "-e", url, "-n", "1", "far"])
+    cli.read_lines(f, lambda line: line == b"out 30")
+    cli.release(a)
+    assert a.wait(15) == 0
+    assert cli.read_lines(f, lambda line: line == b"last")[-1] == b"last"
+    assert f.wait(15) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runtools.cli.views import add_common, add_patterns, env_of
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
             if not path:
                 continue
             end = offsets.get(s) if follow else None
+            stored = getattr(env, "stored_output_bytes", None)  # a shared environment keeps a bounded copy
+            if stored is not None and not os.path.exists(path):  # the run's files are on another host
+                data = stored(r, s, end)
+                text = b"".join(data.splitlines(keepends=True)[-args.lines:]) if args.lines else b""
+                if text:
+                    emit(args, s, text if text.endswith(b"\n") else text + b"\n", r.instance_id)
+                continue
             if args.json:  # one record per line: each line is whole in memory anyway
                 lines = last_lines(path, args.lines, end)
                 if lines:

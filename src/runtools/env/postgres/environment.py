@@ -954,15 +954,29 @@ class PostgresEnvironment(Environment):
 
     # -- output --------------------------------------------------------------------------------
 
-    def stored_output(self, run: RunRecord, stream: str, fd: int) -> None:
-        """Write the copy of a run's `stream` kept in the database to `fd` (for a run whose
-        files are on another host). Only the last output_bound() bytes are kept: when earlier
-        ones were dropped, a line on stderr says so and where the whole output is."""
+    def _stored_chunks(self, run: RunRecord, stream: str) -> list[tuple[int, bytes]]:
         def read(conn: psycopg.Connection) -> list[tuple[int, bytes]]:
             return conn.execute("SELECT off, data FROM output_chunks WHERE instance_id=%s AND stream=%s "
                                 "ORDER BY seq", (run.instance_id, stream)).fetchall()
 
-        chunks = self._read(read)
+        return self._read(read)
+
+    def stored_output_bytes(self, run: RunRecord, stream: str, end: int | None = None) -> bytes:
+        """The copy of a run's `stream` kept in the database, up to byte offset `end` (for
+        `taro tail` of a run whose files are on another host; at most output_bound() bytes)."""
+        out = bytearray()
+        for off, data in self._stored_chunks(run, stream):
+            if end is not None and off >= end:
+                break
+            data = bytes(data)
+            out += data if end is None else data[: end - off]
+        return bytes(out)
+
+    def stored_output(self, run: RunRecord, stream: str, fd: int) -> None:
+        """Write the copy of a run's `stream` kept in the database to `fd` (for a run whose
+        files are on another host). Only the last output_bound() bytes are kept: when earlier
+        ones were dropped, a line on stderr says so and where the whole output is."""
+        chunks = self._stored_chunks(run, stream)
         if chunks and chunks[0][0] > 0:
             import sys
 
