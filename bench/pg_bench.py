@@ -5,7 +5,8 @@
    RUNTOOLS_HOST between two "hosts"; each hand-off is `started_at` of a run minus `ended_at`
    of the run before it, from the store (p50/p95).
 3. Coordinated starts through one mutex: W wrappers started at once on one `--max-concurrent 4`
-   group, each running `true`: runs per second of wall time.
+   group, each running `true`: runs per second of wall time; and in one process, runs of a
+   function through `runtools.run(..., max_concurrent=1)` one after another.
 4. `taro ps` and `taro history -n 20` with 1k, 100k and 1M ended runs in the store.
 
     .venv/bin/python bench/pg_bench.py [--handoffs 30] [--wrappers 100] [--rows 1000,100000,1000000]
@@ -92,6 +93,19 @@ def starts(url: str, home: str, w: int) -> float:
     return w / (time.perf_counter() - t)
 
 
+def inproc(url: str, n: int) -> float:
+    """Runs per second of `runtools.run(fn, max_concurrent=1)` in one process, one after another
+    (each: lease, control endpoint, decisions, end), with one environment object."""
+    import runtools
+
+    with runtools.environment(url) as env:
+        runtools.run(lambda: None, job_id="warm", env=env)
+        t = time.perf_counter()
+        for _ in range(n):
+            runtools.run(lambda: None, job_id="inproc", env=env, max_concurrent=1)
+        return n / (time.perf_counter() - t)
+
+
 def fill(url: str, rows: int) -> None:
     """`rows` ended runs, made on the server from one real record (ids and times varied)."""
     import psycopg
@@ -122,7 +136,7 @@ def main() -> int:
     ap.add_argument("--wrappers", type=int, default=100)
     ap.add_argument("--rows", default="1000,100000,1000000")
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--parts", default="wall,handoff,starts,rows", help="which measurements (comma-separated)")
+    ap.add_argument("--parts", default="wall,handoff,starts,inproc,rows", help="which measurements (comma-separated)")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     server = Server()
@@ -148,6 +162,9 @@ def main() -> int:
         if "starts" in parts:
             rate = starts(server.url("starts"), home, a.wrappers)
             print(f"{a.wrappers} wrappers at once through one --max-concurrent 4 group: {rate:.0f} runs/s")
+        if "inproc" in parts:
+            print(f"in-process runtools.run(fn, max_concurrent=1), one after another: "
+                  f"{inproc(server.url('inproc'), 200):.0f} runs/s")
         for rows in (int(x) for x in a.rows.split(",") if "rows" in parts):
             t = time.perf_counter()
             fill(url, rows)

@@ -21,7 +21,8 @@ from runtools.job.spec import JobSpec, build_run
 
 
 def environment(name: str | None = None) -> Environment:
-    """Open an environment: `local` (default, or $RUNTOOLS_ENV), `memory`, or a directory path."""
+    """Open an environment: `local` (default, or $RUNTOOLS_ENV), `memory`, a directory path, or a
+    `postgresql://` URL (docs/postgres.md)."""
     return open_environment(name)
 
 
