@@ -4,10 +4,10 @@ Connections of one wrapper process (DESIGN §8):
     main     transactions and reads (one per environment object, reconnected when broken)
     lease    one per run: a session advisory lock keyed by the run; its socket is inherited by
              the command, as the flock is locally, so an orphaned command keeps the lease
-    control  one per live run: LISTENs on the run's control channel, holds the run's control
-             key (how a requester knows the run is reachable), writes its output chunks
-    replies  opened on the first `control()`: LISTENs on this process's reply channel
-    events   one per subscription: LISTENs on the environment's event channel
+    hub      one per environment object, made on first use: LISTENs for the process's control
+             endpoints (holding their control keys: how a requester knows a run is reachable),
+             subscriptions and control replies; writes the output chunks
+    waits    one per wait on another run's lease, while it waits
 
 Every decision (`transaction()`) is one short transaction holding
 pg_advisory_xact_lock(<key of the schema>); liveness of other runs is read from pg_locks inside
@@ -108,26 +108,26 @@ def _event_text(event: Event) -> str:
     return text
 
 
-class _Listener:
-    """A connection that LISTENs on channels, and a thread that hands each notification to
-    `on_notify(channel, payload)`. `lock` guards the connection: others may use it for short
-    statements (replies, output) while the thread waits in poll(). A lost connection is made
-    again (`setup` and LISTEN re-run), then `on_reconnect()` says that notifications may have
-    been missed."""
+class _Hub:
+    """One LISTEN connection per environment object, shared by its subscriptions, control
+    endpoints and control requests; a thread hands each notification to the callbacks of its
+    channel. `lock` guards the connection: others use it for short statements (replies, output
+    chunks, requests) while the thread waits in poll(). Control keys (session advisory locks)
+    are held on it. A lost connection is made again, its channels listened to and its keys
+    taken again, then `on_reconnect` callbacks say that notifications may have been missed."""
 
-    def __init__(self, env: PostgresEnvironment, channels: list[str],
-                 on_notify: Callable[[str, str], None], setup: Callable[[psycopg.Connection], object] | None = None,
-                 on_reconnect: Callable[[], None] | None = None) -> None:
+    def __init__(self, env: PostgresEnvironment) -> None:
         self.env = env
-        self.channels = channels
-        self.on_notify = on_notify
-        self.setup = setup
-        self.on_reconnect = on_reconnect
         self.lock = _thread.RLock()
-        self.conn = self._open()
-        self._r, self._w = os.pipe2(os.O_CLOEXEC)
+        self.channels: dict[str, list[Callable[[str], None]]] = {}
+        self.keys: dict[int, int] = {}  # control key -> how many holders in this process
+        self.on_reconnect: list[Callable[[], None]] = []
+        # notifications that arrived while another thread used the connection: handled by the
+        # hub's thread (a callback may need the connection itself, to read a big payload)
+        self._pending: list[tuple[str, str]] = []
+        self._r, self._w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._closed = False
-        self.quiet = False  # set: notifications are no longer handed on (closing)
+        self.conn = self._open()
         self._done = _thread.allocate_lock()
         self._done.acquire()
         self._ident = _thread.start_new_thread(self._loop, ())
@@ -135,27 +135,88 @@ class _Listener:
     def _open(self) -> psycopg.Connection:
         conn = self.env._connect(schema=True)
         try:
-            if self.setup is not None:
-                self.setup(conn)
-            for ch in self.channels:
-                conn.execute(f'LISTEN "{ch}"')
-            conn.add_notify_handler(lambda n: self.on_notify(n.channel, n.payload))
+            conn.add_notify_handler(lambda n: self._defer(n.channel, n.payload))
+            with self.lock:  # what was registered before the connection was lost
+                for key in self.keys:
+                    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                for ch in self.channels:
+                    conn.execute(f'LISTEN "{ch}"')
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _defer(self, channel: str, payload: str) -> None:
+        self._pending.append((channel, payload))
+        try:
+            os.write(self._w, b"n")
+        except OSError:
+            pass  # the pipe is full: the thread is awake already
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        for callback in list(self.channels.get(channel, ())):
+            try:
+                callback(payload)
+            except Exception:
+                pass  # a notification that cannot be handled is dropped, never the hub
+
+    def _execute(self, sql: str, params: tuple = ()) -> None:
+        """Run a registration statement; on a lost connection it is replayed once it is back."""
+        try:
+            self.conn.execute(sql, params)
+        except Exception:
+            if not (self.conn.broken or self.conn.closed):
+                raise
+
+    def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        with self.lock:
+            callbacks = self.channels.setdefault(channel, [])
+            if not callbacks:
+                self._execute(f'LISTEN "{channel}"')
+            callbacks.append(callback)
+
+    def unlisten(self, channel: str, callback: Callable[[str], None]) -> None:
+        with self.lock:
+            callbacks = self.channels.get(channel, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks and channel in self.channels:
+                del self.channels[channel]
+                try:
+                    self._execute(f'UNLISTEN "{channel}"')
+                except Exception:
+                    pass
+
+    def hold(self, key: int) -> None:
+        with self.lock:
+            if key not in self.keys:
+                self._execute("SELECT pg_advisory_lock(%s)", (key,))
+            self.keys[key] = self.keys.get(key, 0) + 1
+
+    def release(self, key: int) -> None:
+        with self.lock:
+            left = self.keys.get(key, 0) - 1
+            if left > 0:
+                self.keys[key] = left
+                return
+            self.keys.pop(key, None)
+            try:
+                self._execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except Exception:
+                pass
+
     def _loop(self) -> None:
         import select
 
         try:
-            while not self._closed and not self.quiet:
+            while not self._closed:
                 if self._listen(select):
                     return
                 # the connection is gone: make it again (until closed), then say events were missed
-                while not self._closed and not self.quiet:
+                while not self._closed:
                     if select.select([self._r], [], [], RECONNECT_S)[0]:
-                        return
+                        self._drain_pipe()
+                        continue
                     try:
                         conn = self._open()
                     except Exception:
@@ -163,8 +224,11 @@ class _Listener:
                     with self.lock:
                         old, self.conn = self.conn, conn
                     old.close()
-                    if self.on_reconnect is not None:
-                        self.on_reconnect()
+                    for callback in list(self.on_reconnect):
+                        try:
+                            callback()
+                        except Exception:
+                            pass
                     break
         finally:
             self._done.release()
@@ -175,21 +239,33 @@ class _Listener:
         poller.register(self.conn.fileno(), select.POLLIN)
         poller.register(self._r, select.POLLIN)
         pgconn = self.conn.pgconn
+        sock = self.conn.fileno()
         while True:
             ready = poller.poll(wait_slice(None) * 1000)  # type: ignore[operator]
-            if self._closed or self.quiet or any(fd == self._r for fd, _ in ready):
+            if self._closed:
                 return True
             if not ready:
                 continue
+            self._drain_pipe()
             try:
                 with self.lock:
-                    pgconn.consume_input()  # raises once the connection is lost
+                    if any(fd == sock for fd, _ in ready):
+                        pgconn.consume_input()  # raises once the connection is lost
+                    while self._pending:
+                        self._dispatch(*self._pending.pop(0))
                     while (n := pgconn.notifies()) is not None:
-                        self.on_notify(n.relname.decode(), n.extra.decode())
+                        self._dispatch(n.relname.decode(), n.extra.decode())
                     if self.conn.broken or pgconn.status != 0:
                         return False
             except Exception:
                 return False
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._closed:
@@ -465,15 +541,17 @@ class PgSubscription(Subscription):
         self._empty = Empty
         self._queue: SimpleQueue[Event | None] = SimpleQueue()
         self._closed = False
-        self._listener = _Listener(env, [env._events_channel], self._on_notify, on_reconnect=self.wake)
+        self._hub = env._hub()
+        self._channel = env._events_channel
+        self._hub.on_reconnect.append(self.wake)
+        self._hub.listen(self._channel, self._on_notify)
 
-    def _on_notify(self, channel: str, payload: str) -> None:
-        try:
-            text = receive(self._listener.conn, payload)
-            if text is not None:
-                self._queue.put(Event.from_wire(loads(text)))
-        except Exception:
-            pass  # an event that cannot be read is dropped, never the listener
+    def _on_notify(self, payload: str) -> None:
+        if self._closed:
+            return
+        text = receive(self._hub.conn, payload)
+        if text is not None:
+            self._queue.put(Event.from_wire(loads(text)))
 
     def get(self, timeout: float | None = None) -> Event | None:
         if self._closed:
@@ -491,7 +569,11 @@ class PgSubscription(Subscription):
             return
         self._closed = True
         self._queue.put(None)
-        self._listener.close()
+        self._hub.unlisten(self._channel, self._on_notify)
+        try:
+            self._hub.on_reconnect.remove(self.wake)
+        except ValueError:
+            pass
 
 
 # -- control -----------------------------------------------------------------------------------
@@ -515,23 +597,27 @@ class PgControlServer(ControlEndpoint):
         self._stored = {"stdout": 0, "stderr": 0}
         self._first = {"stdout": 0, "stderr": 0}
         self._inflight: set = set()
-        # lock order: the listener's lock (the connection) before this one
+        # lock order: the hub's lock (the connection) before this one
         self._state_lock = _thread.RLock()
         self._closed = False
-        key = env._control_key(self.iid)
-        self._listener = _Listener(env, [env._control_channel(self.iid)], self._on_notify,
-                                   setup=lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
+        self._hub = env._hub()
+        self._key = env._control_key(self.iid)
+        self._channel = env._control_channel(self.iid)
+        self._hub.hold(self._key)  # requesters and followers see the run reachable while it is held
+        self._hub.listen(self._channel, self._on_notify)
 
     def _reply(self, to: str, rid: str, resp: dict[str, Any]) -> None:
-        with self._listener.lock:
+        with self._hub.lock:
             try:
-                send(self._listener.conn, to, dumps({"id": rid, "resp": resp}))
+                send(self._hub.conn, to, dumps({"id": rid, "resp": resp}))
             except Exception:
                 pass
 
-    def _on_notify(self, channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
+        if self._closed:
+            return
         try:
-            text = receive(self._listener.conn, payload)
+            text = receive(self._hub.conn, payload)
             msg = loads(text) if text else {}
             req, rid, to = msg["req"], msg["id"], msg["reply"]
         except Exception:
@@ -562,13 +648,13 @@ class PgControlServer(ControlEndpoint):
     def output(self, stream: str, data: bytes) -> None:
         if not data:
             return
-        with self._listener.lock, self._state_lock:
+        with self._hub.lock, self._state_lock:
             off = self.offsets.get(stream, 0)
             self.offsets[stream] = off + len(data)
             if self._closed or self.bound <= 0:
                 return
             try:
-                conn = self._listener.conn
+                conn = self._hub.conn
                 row = conn.execute(
                     "INSERT INTO output_chunks (instance_id, stream, off, data) VALUES (%s,%s,%s,%s) "
                     "RETURNING seq", (self.iid, stream, off, data)).fetchone()
@@ -602,20 +688,20 @@ class PgControlServer(ControlEndpoint):
                 pass  # the database copy is best effort: the full output is in the run's files
 
     def rebase(self, stream: str, end: int) -> None:
-        with self._listener.lock, self._state_lock:
+        with self._hub.lock, self._state_lock:
             self.offsets[stream] = end
 
     def close(self) -> None:
         if self._closed:
             return
-        with self._state_lock:
+        with self._hub.lock, self._state_lock:
             self._closed = True
             inflight = list(self._inflight)
-        self._listener.quiet = True  # no new requests; answers in flight still go out
+        self._hub.unlisten(self._channel, self._on_notify)  # no new requests; answers in flight still go
         for done in inflight:  # a request that ended the run (stop) still gets its answer
             if done.acquire(timeout=1.0):
                 done.release()
-        self._listener.close()  # closing the connection releases the control key
+        self._hub.release(self._key)
 
 
 # -- the environment ---------------------------------------------------------------------------
@@ -635,10 +721,9 @@ class PostgresEnvironment(Environment):
         self._events_channel = f"rt_{h}_ev"
         self._conn: psycopg.Connection | None = None
         self._lock = _thread.RLock()
-        self._req: psycopg.Connection | None = None
-        self._req_channel = f"rt_r_{os.urandom(8).hex()}"
-        self._req_lock = _thread.allocate_lock()
-        self._replies: dict[str, Any] = {}
+        self.__hub: _Hub | None = None
+        self._reply_channel = f"rt_r_{os.urandom(8).hex()}"
+        self._waiting: dict[str, list] = {}  # request id -> [answered lock, answer]
         self._closed = False
         self._ready = False
 
@@ -856,63 +941,57 @@ class PostgresEnvironment(Environment):
         self._read(notify)
 
     def subscribe(self) -> Subscription:
-        with self._lock:
-            self._main()  # the schema must exist (big events are read from its table)
         return PgSubscription(self)
 
     # -- control -------------------------------------------------------------------------------
 
     def serve_control(self, run: RunRecord, handler: ControlHandler) -> ControlEndpoint:
-        with self._lock:
-            self._main()
         return PgControlServer(self, run, handler)
 
-    def _requester(self) -> psycopg.Connection:
-        conn = self._req
-        if conn is None or conn.closed or conn.broken:
-            with self._lock:
+    def _hub(self) -> _Hub:
+        """The environment's LISTEN connection (made on first use; the schema must exist: big
+        payloads are read from its table)."""
+        with self._lock:
+            if self.__hub is None:
                 self._main()
-            conn = self._connect(schema=True)
-            conn.execute(f'LISTEN "{self._req_channel}"')
-            conn.add_notify_handler(lambda n: self._on_reply(n.payload))
-            self._req = conn
-        return conn
+                hub = _Hub(self)
+                hub.listen(self._reply_channel, self._on_reply)
+                self.__hub = hub
+            return self.__hub
 
     def _on_reply(self, payload: str) -> None:
-        conn = self._req
-        try:
-            text = receive(conn, payload) if conn is not None else None
-            msg = loads(text) if text else None
-            self._replies[msg["id"]] = msg["resp"]  # type: ignore[index]
-        except Exception:
-            pass
+        hub = self.__hub
+        text = receive(hub.conn, payload) if hub is not None else None
+        msg = loads(text) if text else {}
+        waiter = self._waiting.get(str(msg.get("id")))
+        if waiter is not None:
+            waiter[1] = msg.get("resp")
+            waiter[0].release()
 
     def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        import select
-
         psycopg = store.import_psycopg()
-        with self._req_lock:
-            try:
-                conn = self._requester()
-                if not self._held([self._control_key(instance_id)], conn):
-                    raise NotFoundError(f"run {instance_id} is not running (no control endpoint)")
-                rid = os.urandom(8).hex()
-                send(conn, self._control_channel(instance_id),
-                     dumps({"id": rid, "reply": self._req_channel, "req": request}))
-                deadline = time.monotonic() + timeout
-                poller = select.poll()
-                poller.register(conn.fileno(), select.POLLIN)
-                while rid not in self._replies:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)")
-                    if poller.poll(wait_slice(remaining) * 1000):  # type: ignore[operator]
-                        conn.pgconn.consume_input()
-                        while (n := conn.pgconn.notifies()) is not None:
-                            self._on_reply(n.extra.decode())
-                return self._replies.pop(rid)
-            except psycopg.Error as e:
-                raise store.error(e, self.display) from None
+        hub = self._hub()
+        rid = os.urandom(8).hex()
+        answered = _thread.allocate_lock()
+        answered.acquire()
+        self._waiting[rid] = [answered, None]
+        try:
+            with hub.lock:
+                try:
+                    if not self._held([self._control_key(instance_id)], hub.conn):
+                        raise NotFoundError(f"run {instance_id} is not running (no control endpoint)")
+                    send(hub.conn, self._control_channel(instance_id),
+                         dumps({"id": rid, "reply": self._reply_channel, "req": request}))
+                except psycopg.Error as e:
+                    raise store.error(e, self.display) from None
+            deadline = time.monotonic() + timeout
+            while not answered.acquire(timeout=float(wait_slice(max(0.0, deadline - time.monotonic())) or 0.0)):
+                if time.monotonic() >= deadline:
+                    raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)")
+            resp = self._waiting[rid][1]
+            return resp if isinstance(resp, dict) else {"ok": False, "error": "unreadable answer"}
+        finally:
+            self._waiting.pop(rid, None)
 
     def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
                     grace: float = 10.0) -> RunRecord | None:
@@ -996,11 +1075,14 @@ class PostgresEnvironment(Environment):
 
     def close(self) -> None:
         with self._lock:
+            hub, self.__hub = self.__hub, None
+        if hub is not None:
+            hub.close()
+        with self._lock:
             self._closed = True
-            for conn in (self._conn, self._req):
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-            self._conn = self._req = None
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+            self._conn = None
