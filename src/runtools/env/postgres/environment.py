@@ -40,21 +40,22 @@ if TYPE_CHECKING:
 
 #: NOTIFY payloads must stay below 8000 bytes; bigger ones go through the event_payloads table
 MAX_PAYLOAD = 7000
-#: bytes of output kept in the database per run (the oldest chunks go); $RUNTOOLS_PG_OUTPUT_KIB
+#: KiB of output kept in the database per stream of a run (the oldest bytes go); $RUNTOOLS_PG_OUTPUT_KIB
 DEFAULT_OUTPUT_KIB = 1024
 #: how often a follower of a run on another host looks for new output chunks
 FOLLOW_POLL_S = 0.1
 #: how often the wrapper confirms its lease connection (one `SELECT 1`)
 LEASE_PROBE_S = 1.0
-#: a lease not confirmed for store.lease_grace() seconds (default 5) is lost: the wrapper stops
-#: its command (TERM, KILL after --kill-after) and records why; within it a cut connection is
-#: re-made and the lock re-taken. The server drops the session (and so the lease) of a host gone
-#: silent after store.silent_drop() seconds (default 24): later than the holder stops its command
-#: (1 + 5 s, plus its kill grace, 10 s by default).
+# A lease not confirmed for store.lease_grace() seconds (default 5) is lost: the wrapper stops
+# its command (TERM, KILL after --kill-after) and records why; within it a cut connection is
+# made again and the lock taken again. The server drops the sessions (and so the lease) of a
+# host gone silent after store.silent_drop() seconds (default 24): later than the holder stops
+# its command (1 + 5 s, plus its kill grace, 10 s by default).
+
 #: after a server restart every run's lease is gone at once: for this long, runs without their
 #: lease count as alive so their wrappers can take them again
 RESTART_GRACE_S = 15.0
-#: how long a listener (events, control) waits between attempts to reconnect
+#: how long the hub (and a lease wait) waits between attempts to reconnect
 RECONNECT_S = 0.5
 #: how long a lost main connection is tried again before the operation fails (a server restart)
 RECONNECT_WAIT_S = 15.0
