@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import string
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtools.env.base import RunQuery
 from runtools.env.postgres.store import glob_to_regex, redact, split_url
 
 from .server import postgres_url
@@ -78,3 +80,36 @@ def test_schema_is_versioned_and_shared_by_two_environments():
         assert b.exists()
         with b.transaction() as tx:
             assert tx.get_setting("disabled", "x") == {"by": "a"}
+
+
+def test_python_api_runs_on_postgres_and_leaves_nothing_behind():
+    import os
+
+    import psycopg
+
+    import runtools
+
+    url = postgres_url()
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    with runtools.environment(url) as env, psycopg.connect(split_url(url)[0], autocommit=True) as admin:
+        def sessions() -> int:
+            (n,) = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runtools'"
+                                 ).fetchone()  # type: ignore[misc]
+            return n
+
+        assert runtools.run(lambda: 41 + 1, job_id="warm", env=env).value == 42
+        before = (fds(), threads(), sessions())
+        for i in range(20):
+            r = runtools.run(lambda i=i: i, job_id="api", env=env, max_concurrent=1)
+            assert (r.run.status.value, r.value) == ("COMPLETED", i)
+        assert [x.job_id for x in env.find_runs(RunQuery(limit=1))] == ["api"]
+        deadline = time.monotonic() + 5
+        while (fds(), threads(), sessions()) != before and time.monotonic() < deadline:
+            time.sleep(0.01)  # a lease watcher thread finishing after its run
+        assert (fds(), threads(), sessions()) == before
