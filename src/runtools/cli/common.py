@@ -98,10 +98,24 @@ def whole_number(text: str) -> int:
     return value
 
 
-def empty_option(parser: argparse.ArgumentParser, ns: Any, allow: Iterable[str] = ()) -> str | None:
-    """The first option (or argument) of `parser` given an empty value in `ns`, as argparse
-    names it; None if there is none. Empty is never a value: `--pending "$UNSET"` must not
-    silently drop the gate. REMAINDER arguments (a command's own words) are left alone."""
+def value_problem(value: str) -> str | None:
+    """Why `value` cannot be the value of an option or argument, or None. Empty is never a
+    value (`--pending "$UNSET"` must not silently drop the gate), and text that is not UTF-8
+    (undecodable bytes in argv) cannot be stored, matched or shown."""
+    if value == "":
+        return "must not be empty"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid UTF-8 text"
+    return None
+
+
+def bad_option(parser: argparse.ArgumentParser, ns: Any, allow: Iterable[str] = ()) -> str | None:
+    """`argument NAME: why` for the first option or argument of `parser` whose value in `ns`
+    has a value_problem; None if there is none. REMAINDER arguments (a command's own words)
+    are left alone: a command may take any bytes."""
     import argparse
 
     for action in parser._actions:
@@ -110,8 +124,13 @@ def empty_option(parser: argparse.ArgumentParser, ns: Any, allow: Iterable[str] 
         if isinstance(action, argparse._SubParsersAction):
             continue
         value = getattr(ns, action.dest, None)
-        if value == "" or (isinstance(value, list) and "" in value):
-            return "/".join(action.option_strings) or action.metavar or action.dest  # type: ignore[return-value]
+        name = "/".join(action.option_strings) or action.metavar or action.dest
+        if isinstance(action, argparse._StoreAction) and action.nargs is None and isinstance(value, list):
+            return f"argument {name}: expected one argument"  # `--opt=--`: argparse 3.11 stores []
+        for v in value if isinstance(value, list) else [value]:
+            why = value_problem(v) if isinstance(v, str) else None
+            if why:
+                return f"argument {name}: {why}"
     return None
 
 
@@ -138,9 +157,9 @@ def ArgParser(*args: Any, **kw: Any) -> argparse.ArgumentParser:
 
         def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
             ns, rest = super().parse_known_args(args, namespace)
-            bad = empty_option(self, ns)
+            bad = bad_option(self, ns)
             if bad:
-                self.error(f"argument {bad}: must not be empty")
+                self.error(bad)
             return ns, rest
 
         def error(self, message: str) -> NoReturn:

@@ -194,7 +194,7 @@ def _convert(spec: dict, value: str) -> Any:
     """The value as argparse would convert it; _Fallback for anything argparse must refuse
     (so its parser, `cli.common.ArgParser`, names the option): an empty string, a number
     that is not whole or out of range, a value outside `choices`."""
-    if value == "":
+    if value == "" or not value.isascii():  # argparse's parser checks emptiness and UTF-8
         raise _Fallback
     if spec.get("type") is int:
         from runtools.cli.common import MAX_COUNT

@@ -28,14 +28,14 @@ VERSION = "1.1.0 (runtools)"
 def _parser_class(**kw: Any) -> argparse.ArgumentParser:
     import argparse
 
-    from runtools.cli.common import empty_option, say
+    from runtools.cli.common import bad_option, say
 
     class Parser(argparse.ArgumentParser):
         def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
             ns, rest = super().parse_known_args(args, namespace)
-            bad = empty_option(self, ns)
+            bad = bad_option(self, ns)
             if bad:  # `--run-key "$UNSET"` is a mistake, never a value
-                self.error(f"argument {bad}: must not be empty")
+                self.error(bad)
             return ns, rest
 
         def error(self, message: str) -> NoReturn:
@@ -224,8 +224,8 @@ def fast_parse(argv: list[str]) -> Args | None:
                 value = argv[i]
             else:
                 return None
-            if not value:
-                return None  # empty: argparse's parser names the option
+            if not value or not value.isascii():
+                return None  # empty or not UTF-8: argparse's parser names the option
             if kind == "secs" or kind == "count":
                 try:
                     values[dest] = _secs(value) if kind == "secs" else _count(value)

@@ -146,6 +146,11 @@ def _apply(a: Args, opt: tuple, name: str, inline: str | None, argv: list[str], 
         i += 1
     if inline == "":  # `--pending "$UNSET"` must not run ungated
         raise UsageError(f"option {name} needs a value, not an empty string (see {prog} --help)")
+    if not inline.isascii():
+        from runtools.cli.common import value_problem
+
+        if value_problem(inline):
+            raise UsageError(f"option {name}: {inline!r} is not valid UTF-8 text")
     if kind == "int":
         try:
             value: object = int(inline)
@@ -254,8 +259,8 @@ def _output_limit(v: str | None) -> int:
     return output_limit(v)  # the option, else $RUNTOOLS_OUTPUT_LIMIT
 
 
-def execute(a: Args, argv: list[str]) -> int:
-    """Run the job described by `a`; `argv` (options + command) is re-used by --detach."""
+def checked_spec(a: Args):  # -> JobSpec
+    """The JobSpec of `a`, every option checked (UsageError) before anything is created."""
     spec = spec_from_args(a)
     from runtools.model.ids import validate_id
 
@@ -268,6 +273,12 @@ def execute(a: Args, argv: list[str]) -> int:
         from runtools.output.capture import compile_warnings
 
         compile_warnings(spec.output_warn)
+    return spec
+
+
+def execute(a: Args, argv: list[str]) -> int:
+    """Run the job described by `a`; `argv` (options + command) is re-used by --detach."""
+    spec = checked_spec(a)
     if a.detach:
         return _detach(argv)
     from runtools.env import open_environment

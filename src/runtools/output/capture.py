@@ -261,7 +261,7 @@ def compile_warnings(patterns: list[str]) -> list[re.Pattern[bytes]]:
     for p in patterns:
         try:
             out.append(re.compile(p.encode()))
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:  # a{99999999999}: OverflowError
             raise UsageError(f"invalid --output-warn regex {p!r}: {e}") from None
     return out
 
