@@ -490,3 +490,13 @@ def test_runcue_sim_valid_extremes_run_and_end() -> None:
                         str(-MAX_COUNT), "--timeout", "10", "--no-tui"], capture_output=True, text=True, timeout=60)
     one_line(p.stderr)
     assert p.returncode in (0, 1) and "Summary" in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e300", "soon"])
+def test_orchesjob_lock_timeout_must_be_a_sane_number(value: str, tmp_path: Path) -> None:
+    env = {**os.environ, "ORCHESJOB_HOME": str(tmp_path / "oj"), "ORCHESJOB_LOCK_TIMEOUT": value}
+    p = subprocess.run([str(BIN / "orchesjob"), "start", "--sync", "--run-key", "k", "--", "true"], env=env,
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2
+    assert p.stderr == f"orchesjob: invalid $ORCHESJOB_LOCK_TIMEOUT {value!r}: use seconds, e.g. 10\n"
+    assert not (tmp_path / "oj").exists()

@@ -27,11 +27,14 @@ def lock_timeout() -> float:
     """$ORCHESJOB_LOCK_TIMEOUT in seconds (default 10); UsageError if it is not a number."""
     raw = os.environ.get(LOCK_TIMEOUT_ENV)
     try:
-        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT
+        value = float(raw) if raw else DEFAULT_LOCK_TIMEOUT
     except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:  # NaN, negative, inf: as $RUNTOOLS_BUSY_TIMEOUT
         from runtools.errors import UsageError
 
-        raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10") from None
+        raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10")
+    return value
 
 
 def open_env(home: str | None = None, create: bool = True):  # -> LocalEnvironment
