@@ -31,6 +31,8 @@ COMMANDS: list[tuple[list[str], int]] = [
     (["taro", "history", "-n", "99999999999999999999999"], 2),
     (["taro", "output", "seed"], 0),
     (["taro", "unlock", "nokey"], 3),
+    (["taro", "listen", "--timeout", "0"], 0),
+    (["orchesjob", "start", "--sync", "--run-key", "d", "--", "sh", "-c", "echo out; exit 7"], 0),
     (["orchesjob", "status", "--running"], 0),
     (["orchesjob", "--help"], 0),
     (["orchesjob", "status", "--job-id", "nope"], 3),
