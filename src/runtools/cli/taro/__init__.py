@@ -35,6 +35,8 @@ VERBS = {
     "env": "env",
     # start-once
     "unlock": "unlock",
+    # many hosts
+    "serve": "serve",
 }
 
 
