@@ -66,8 +66,13 @@ def test_a_lease_that_cannot_be_taken_again_stops_the_command(cli, admin, wait_u
                       env={"RUNTOOLS_HOST": "host-a", "RUNTOOLS_PG_LEASE_GRACE": "2"})
     (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
     key = PostgresEnvironment(url).lease_key(run["instance_id"])
-    admin.execute("SELECT pg_terminate_backend(%s, 5000)", (lease_holder(admin, key),))
-    admin.execute("SELECT pg_advisory_lock(%s)", (key,))  # what a stuck old session would do
+    for _attempt in range(5):  # cut its lease connection and hold the lock before it takes it again
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (lease_holder(admin, key),))
+        (got,) = admin.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()  # type: ignore[misc]
+        if got:  # what a stuck old session would do
+            break
+    else:
+        pytest.fail("the wrapper took its lease again before the test could hold it, 5 times")
     try:
         assert a.wait(30) == 125  # the grace (2 s here), then TERM: sleep ends at once
     finally:
