@@ -500,3 +500,20 @@ def test_orchesjob_lock_timeout_must_be_a_sane_number(value: str, tmp_path: Path
     assert p.returncode == 2
     assert p.stderr == f"orchesjob: invalid $ORCHESJOB_LOCK_TIMEOUT {value!r}: use seconds, e.g. 10\n"
     assert not (tmp_path / "oj").exists()
+
+
+def test_orchesjob_status_survives_an_override_stored_by_an_older_version(ojhome: Path) -> None:
+    """Before the ttl ceiling, `unlock --ttl 99999999999999999999d` stored an expiry no clock
+    shows, and every later `status` of the key crashed: it is shown as the last showable date."""
+    env = {**os.environ, "ORCHESJOB_HOME": str(ojhome)}
+    p = subprocess.run([str(BIN / "orchesjob"), "unlock", "--run-key", "k", "--ttl", "1d"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    with contextlib.closing(sqlite3.connect(ojhome / "orchesjob.db")) as c, c:
+        (value,) = c.execute("SELECT value FROM settings WHERE kind='unlock' AND key='k'").fetchone()
+        c.execute("UPDATE settings SET value=? WHERE kind='unlock' AND key='k'",
+                  (value.replace('"expires_at":', '"expires_at":8640000000000000000000,"x":'),))
+    p = subprocess.run([str(BIN / "orchesjob"), "status", "--run-key", "k"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert '"expires_at_iso": "9999-12-31T23:59:59' in p.stdout

@@ -46,11 +46,17 @@ def secs(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 
 
+_LAST_SHOWN = 253402300799  # 9999-12-31T23:59:59Z: a date stored out of range is shown as this
+
+
 def iso(ts: float | int | None) -> str | None:
     """Local time with offset, whole seconds: 2026-05-01T02:00:00+09:00 (+00:00 in UTC)."""
     if ts is None:
         return None
-    t = time.localtime(int(ts))
+    try:
+        t = time.localtime(int(ts))
+    except (OverflowError, OSError, ValueError):  # a stored date past what the platform shows
+        t = time.localtime(_LAST_SHOWN if ts > 0 else 0)
     off = t.tm_gmtoff or 0
     sign = "-" if off < 0 else "+"
     off = abs(off)
