@@ -158,3 +158,31 @@ def test_a_queued_run_survives_a_server_restart(cli, wait_until):
         assert runs == {"host-a": "COMPLETED", "host-b": "COMPLETED"}
     finally:
         own.stop()
+
+
+def test_a_frozen_holder_keeps_its_lease(cli, wait_until):
+    """SIGSTOP of a holder (wrapper and command): its host still answers TCP, the server keeps its
+    sessions, so nobody takes over however long it is frozen; once thawed it goes on."""
+    import os
+    import signal
+    import time
+
+    url = postgres_url()
+    tune = {"RUNTOOLS_PG_LEASE_GRACE": "1"}
+    holder = cli.spawn_run("-e", url, "-x", "--id", "job", "--", "sh", "-c", "read _ || :", stdin=subprocess.PIPE,
+                           env={**tune, "RUNTOOLS_HOST": "host-a"})
+    (run,) = wait_until(lambda: executing(cli, url), 15, "the holder to execute")
+    frozen = [holder.pid, run["child_pid"]]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        while time.monotonic() - t < 3:  # three lease graces: each try is a whole `run job`
+            p = cli.run("-e", url, "-x", "--id", "job", "--", "true", env={**tune, "RUNTOOLS_HOST": "host-b"})
+            assert p.returncode == 100, p.stderr
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    cli.release(holder)
+    assert holder.wait(15) == 0, holder.stderr.read()
+    assert cli.run("-e", url, "-x", "--id", "job", "--", "true").returncode == 0
