@@ -18,7 +18,7 @@
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
       else e.setAttribute(k, v === true ? "" : v);
     }
-    for (const k of kids.flat()) if (k != null) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    for (const k of kids.flat(Infinity)) if (k != null && k !== "") e.append(k instanceof Node ? k : document.createTextNode(String(k)));
     return e;
   }
   async function api(path, opts) {
@@ -170,15 +170,18 @@
       const runs = [...active.values()].sort((a, b) => a.created_at < b.created_at ? 1 : -1);
       const pending = runs.filter(gated);
       view.replaceChildren(
-        el("h2", {}, "Approvals ", el("span", { class: "count" }, `(${pending.length})`)),
-        pending.length ? runsTable(pending, ["job", "run", "host", "state", "elapsed", "actions"])
-          : el("div", { class: "empty" }, "No run is waiting at a gate."),
-        el("h2", {}, "Active runs ", el("span", { class: "count" }, `(${runs.length})`)),
-        runs.length ? runsTable(runs, ["job", "run", "host", "state", "progress", "elapsed", "actions"])
-          : el("div", { class: "empty" }, "Nothing runs now."),
-        el("h2", {}, "Ended while you watched"),
-        ended.length ? runsTable(ended, ["job", "run", "host", "state", "time", "exit"])
-          : el("div", { class: "empty" }, "No run ended since this page opened."));
+        el("section", { id: "approvals" },
+          el("h2", {}, "Approvals ", el("span", { class: "count" }, `(${pending.length})`)),
+          pending.length ? runsTable(pending, ["job", "run", "host", "state", "elapsed", "actions"])
+            : el("div", { class: "empty" }, "No run is waiting at a gate.")),
+        el("section", { id: "active" },
+          el("h2", {}, "Active runs ", el("span", { class: "count" }, `(${runs.length})`)),
+          runs.length ? runsTable(runs, ["job", "run", "host", "state", "progress", "elapsed", "actions"])
+            : el("div", { class: "empty" }, "Nothing runs now.")),
+        el("section", { id: "ended" },
+          el("h2", {}, "Ended while you watched"),
+          ended.length ? runsTable(ended, ["job", "run", "host", "state", "time", "exit"])
+            : el("div", { class: "empty" }, "No run ended since this page opened.")));
     }
     rerender = render; render();
   }
