@@ -13,7 +13,7 @@ import pytest
 from ._serve import OPERATE, READ
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (scripts/test installs it)")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (scripts/test)")
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_sign_in_live_runs_output_approve_and_stop(cli, served, browser, tmp_pat
     page.locator("#approvals tr[data-iid^='deploy@'] button", has_text="Approve").click()
     assert gated.wait(15) == 0
     page.locator("#approvals tr[data-iid^='deploy@']").wait_for(state="detached")
-    rec = [r for r in cli.history("deploy")][0]
+    rec = cli.history("deploy")[0]
     assert rec["actions"][0]["by"] == "alice (taro serve)"
 
     # the run's page follows its output live
