@@ -71,9 +71,14 @@ def test_two_hosts_one_mutex_the_other_ends_overlap(cli, url, wait_until):
 def test_a_killed_run_is_lost_and_frees_the_mutex(cli, url, wait_until):
     a = cli.spawn_run("-e", url, "-x", "--id", "job", "--", "sleep", "60", env={"RUNTOOLS_HOST": "host-a"})
     (run,) = wait_until(lambda: executing(cli, url), 15, "the run to execute")
-    os.kill(run["child_pid"], signal.SIGKILL)  # the command first: it holds the lease's connection too
-    os.killpg(a.pid, signal.SIGKILL)
+    os.killpg(a.pid, signal.SIGKILL)  # the wrapper first (else it records the command's end)...
     a.wait(10)
+    os.kill(run["child_pid"], signal.SIGKILL)  # ...then its command, which held the lease's connection too
+    from runtools.env.postgres import PostgresEnvironment
+    from runtools.model.run import RunRecord
+
+    with PostgresEnvironment(url) as env:  # the server ends the session as soon as it sees the socket close
+        assert env.wait_lease(RunRecord(run["job_id"], run["run_id"], 0.0), 5)
     b = cli.run("-e", url, "-x", "--id", "job", "--", "echo", "took over", env={"RUNTOOLS_HOST": "host-b"})
     assert (b.returncode, b.stdout) == (0, "took over\n"), b.stderr
     runs = {r["host"]: r for r in cli.history("-e", url)}
