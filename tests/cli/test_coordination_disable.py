@@ -63,14 +63,14 @@ def test_config_path_and_show(cli, tmp_path):
     assert p.returncode == 3 and "no config file found" in p.stderr
     cfg_dir = tmp_path / "config" / "runtools"  # $XDG_CONFIG_HOME/runtools (see conftest)
     cfg_dir.mkdir(parents=True)
-    (cfg_dir / "runtools.toml").write_text('[run]\nenv = "local"\n')
+    (cfg_dir / "runtools.toml").write_text('[defaults]\nenv = "local"\n')
     assert cli.taro("config", "path").stdout == f"{cfg_dir / 'runtools.toml'}\n"
-    show = cli.taro("config", "show")
+    show = cli.taro("config", "show", "--raw")
     assert show.returncode == 0
-    assert show.stdout == f"# {cfg_dir / 'runtools.toml'}\n[run]\nenv = \"local\"\n"
+    assert show.stdout == f"# {cfg_dir / 'runtools.toml'}\n[defaults]\nenv = \"local\"\n"
     # ./runtools.toml wins over the XDG one
-    (cli.cwd / "runtools.toml").write_text("x = 1\n")
+    (cli.cwd / "runtools.toml").write_text("[defaults]\n")
     assert cli.taro("config", "path").stdout == f"{cli.cwd / 'runtools.toml'}\n"
     (cli.cwd / "runtools.toml").write_text("x = = 1\n")
     bad = cli.taro("config", "show")
-    assert bad.returncode == 1 and "not valid TOML" in bad.stderr
+    assert bad.returncode == 2 and "not valid TOML" in bad.stderr and "runtools.toml:1" in bad.stderr

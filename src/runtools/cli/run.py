@@ -278,6 +278,9 @@ def checked_spec(a: Args):  # -> JobSpec
 
 def execute(a: Args, argv: list[str]) -> int:
     """Run the job described by `a`; `argv` (options + command) is re-used by --detach."""
+    from runtools.config import apply_job_defaults
+
+    apply_job_defaults(a)  # [jobs."PATTERN"] of runtools.toml; free when there is no config file
     spec = checked_spec(a)
     if a.detach:
         return _detach(argv)

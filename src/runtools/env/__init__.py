@@ -21,7 +21,13 @@ MISSING_HINT = "run a job in it first, or check -e / RUNTOOLS_ENV"
 
 
 def default_env_name() -> str:
-    return os.environ.get("RUNTOOLS_ENV") or DEFAULT_ENV
+    """$RUNTOOLS_ENV, else `[defaults] env` of the config file, else `local`."""
+    name = os.environ.get("RUNTOOLS_ENV")
+    if name:
+        return name
+    from runtools.config import load
+
+    return load().get("defaults", "env") or DEFAULT_ENV
 
 
 def open_environment(name: str | None = None, create: bool = True) -> Environment:
@@ -32,6 +38,12 @@ def open_environment(name: str | None = None, create: bool = True) -> Environmen
     default `local`, which before its first run reads as empty (nothing ran yet).
     """
     name = name or default_env_name()
+    if "/" not in name and ":" not in name:  # [environments.NAME] of the config file
+        from runtools.config import load
+
+        named = load().environments().get(name)
+        if named:
+            name = named.get("url") or os.path.expanduser(named["path"])
     if name == "memory":
         from runtools.env.memory import MemoryEnvironment
 

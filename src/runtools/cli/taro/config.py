@@ -1,40 +1,40 @@
-"""taro config show | path | list-disabled: which TOML config file is used, and what it says.
+"""taro config show | path | list-disabled: which TOML config file is used, and what is in effect.
 
-Lookup order (DESIGN §5): ./runtools.toml, $XDG_CONFIG_HOME/runtools/runtools.toml (default
-~/.config), /etc/runtools/runtools.toml. The first file that exists wins.
+Lookup (DESIGN §5, runtools.config): $RUNTOOLS_CONFIG, ./runtools.toml,
+$XDG_CONFIG_HOME/runtools/runtools.toml (default ~/.config), /etc/runtools/runtools.toml.
+The first file that exists wins. Keys: docs/operations.md.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 from runtools.cli.views import add_common
+from runtools.config import CONFIG_NAME, candidates
 
 TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
 if TYPE_CHECKING:
     import argparse
 
-HELP = "config: show (path and content), path (where the config file is), list-disabled"
-CONFIG_NAME = "runtools.toml"
+HELP = "config: show (effective settings and where each came from), path, list-disabled"
+__all__ = ["CONFIG_NAME", "config_candidates", "find_config"]
 
 
 def config_candidates() -> list[str]:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [
-        os.path.join(os.getcwd(), CONFIG_NAME),
-        os.path.join(xdg, "runtools", CONFIG_NAME),
-        os.path.join("/etc/runtools", CONFIG_NAME),
-    ]
+    return candidates()
 
 
 def find_config() -> str | None:
-    return next((p for p in config_candidates() if os.path.isfile(p)), None)
+    from runtools.config import find
+
+    return find()
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
-    sub.add_parser("show", help="print the path and content of the config file in use")
+    show = sub.add_parser("show", help="the effective settings, each with the file:line it came from (or default)")
+    show.add_argument("--json", action="store_true", help="print JSON: {path, settings: [{key, value, source}]}")
+    show.add_argument("--raw", action="store_true", help="print the path and the file's content as it is")
     sub.add_parser("path", help="print the path of the config file in use")
     ld = sub.add_parser("list-disabled", help="list disabled job patterns (same as taro list-disabled)")
     add_common(ld)
@@ -56,26 +56,40 @@ def run(args: argparse.Namespace) -> int:
             print_disabled(disabled_list(env), args.json)
         return 0
     path = find_config()
-    if path is None:
-        return _missing()
     if args.action == "path":
+        if path is None:
+            return _missing()
         sys.stdout.write(path + "\n")
         return 0
-    try:
+    from runtools import config
+
+    if args.raw:
+        if path is None:
+            return _missing()
+        cfg = config.load(path)  # a bad file is one error (file:line: key: why), exit 2
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except OSError as e:
-        from runtools.errors import StateError
+        sys.stdout.write(f"# {path}\n{text}")
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        return 0
+    cfg = config.load(path)
+    from runtools.config_schema import effective
 
-        raise StateError(f"cannot read {path}: {e.strerror}") from None
-    sys.stdout.write(f"# {path}\n{text}")
-    if text and not text.endswith("\n"):
-        sys.stdout.write("\n")
-    import tomllib
+    rows = effective(cfg)
+    if args.json:
+        from runtools.model.jsonenc import dumps
 
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        sys.stderr.write(f"taro: {path} is not valid TOML: {e}\n")
-        return 1
+        sys.stdout.write(dumps({"path": path, "settings": rows}) + "\n")
+        return 0
+    from runtools.model.jsonenc import dumps as jdumps
+
+    if path:
+        sys.stdout.write(f"# config file: {path}\n")
+    else:
+        sys.stdout.write(f"# no config file (looked in {', '.join(config_candidates())}): defaults\n")
+    lines = [(f"{r['key']} = {jdumps(r['value'])}", r["source"]) for r in rows]
+    width = min(max((len(a) for a, _ in lines), default=0), 60)
+    for a, src in lines:
+        sys.stdout.write(f"{a:<{width}}  # {src}\n")
     return 0

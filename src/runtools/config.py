@@ -1,0 +1,179 @@
+"""The config file `runtools.toml`: what it may say, where each effective setting came from.
+
+Lookup (DESIGN §5): $RUNTOOLS_CONFIG if set, else ./runtools.toml, else
+$XDG_CONFIG_HOME/runtools/runtools.toml (default ~/.config), else /etc/runtools/runtools.toml.
+The first file that exists wins; there is no merging between files.
+
+Cheap when there is no file: `load()` costs three `stat` calls and imports nothing (no
+tomllib) — `run job` calls it on every run. The parsed file is cached per process.
+
+Every key is checked when the file is read: an unknown key or a bad value is one `ConfigError`
+(exit 2) naming the file, the line and the key. See docs/operations.md for every key.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runtools.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+CONFIG_NAME = "runtools.toml"
+CONFIG_ENV = "RUNTOOLS_CONFIG"
+
+
+class ConfigError(UsageError):
+    """The config file says something runtools does not understand."""
+
+
+def candidates() -> list[str]:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return [explicit]
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed: skip ./runtools.toml
+        cwd = None
+    out = [os.path.join(xdg, "runtools", CONFIG_NAME), os.path.join("/etc/runtools", CONFIG_NAME)]
+    return [os.path.join(cwd, CONFIG_NAME), *out] if cwd else out
+
+
+def find() -> str | None:
+    for p in candidates():
+        if os.path.isfile(p):
+            return p
+    if os.environ.get(CONFIG_ENV):
+        raise ConfigError(f"${CONFIG_ENV} names {os.environ[CONFIG_ENV]}, which is not a file: fix or unset it")
+    return None
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+#: defaults of the sections whose keys have one (shown by `taro config show` as "default")
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "defaults": {"env": "local"},
+    "retention": {"auto": True, "interval": "1h", "vacuum": "auto"},
+    "plugins": {"enabled": False, "timeout": "2s"},
+    "eventlog": {"enabled": False, "max_size": "10M", "keep": 3},
+    "longer_than_usual": {"enabled": False, "k": 2.0, "min_runs": 10},
+}
+
+NOTIFIER_TYPES = ("webhook", "ntfy", "healthchecks", "command")
+#: what a notifier rule's `on` may name: outcomes, statuses, and events
+RULE_EVENTS = ("start", "ended", "warning", "longer_than_usual")
+VACUUM = ("auto", "never", "always")
+
+
+class Config:
+    """The parsed, checked config file (or none). `source(path)` says where a value came from."""
+
+    def __init__(self, path: str | None = None, data: dict[str, Any] | None = None,
+                 lines: dict[tuple[str, ...], int] | None = None) -> None:
+        self.path = path
+        self.data: dict[str, Any] = data or {}
+        self.lines = lines or {}
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, section: str, key: str) -> Any:
+        sec = self.data.get(section)
+        if isinstance(sec, dict) and key in sec:
+            return sec[key]
+        return DEFAULTS.get(section, {}).get(key)
+
+    def section(self, name: str) -> dict[str, Any]:
+        sec = self.data.get(name)
+        return sec if isinstance(sec, dict) else {}
+
+    def has(self, section: str) -> bool:
+        return section in self.data
+
+    def source(self, *keypath: str) -> str:
+        line = self.lines.get(tuple(keypath))
+        if line is None:
+            for n in range(len(keypath) - 1, 0, -1):
+                line = self.lines.get(tuple(keypath[:n]))
+                if line is not None:
+                    break
+        return f"{self.path}:{line}" if line is not None and self.path else "default"
+
+    def job_defaults(self, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """[(pattern, options)] of every [jobs."PATTERN"] table matching `job_id`, file order."""
+        jobs = self.section("jobs")
+        if not jobs:
+            return []
+        from fnmatch import fnmatchcase
+
+        return [(pat, opts) for pat, opts in jobs.items() if fnmatchcase(job_id, pat)]
+
+    def environments(self) -> dict[str, dict[str, Any]]:
+        return self.section("environments")
+
+    def duration(self, section: str, key: str) -> float | None:
+        v = self.get(section, key)
+        if v is None:
+            return None
+        from runtools.model.durations import parse_duration
+
+        return parse_duration(v, f"{section}.{key}")
+
+
+_cache: dict[str, Config] = {}
+_EMPTY = Config()
+
+
+def load(path: str | None = None) -> Config:
+    """The config in effect (cached per process); an empty Config when there is no file."""
+    path = path or find()
+    if path is None:
+        return _EMPTY
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    key = f"{path}\0{st.st_mtime_ns}\0{st.st_size}"
+    cfg = _cache.get(key)
+    if cfg is None:
+        from runtools.config_schema import parse_file
+
+        cfg = _cache[key] = parse_file(path)
+    return cfg
+
+
+# -- run job defaults per job pattern ----------------------------------------------------------
+
+def apply_job_defaults(a: Any, cfg: Config | None = None) -> list[str]:
+    """Fill the `run job` options `a` (cli.run.Args) left unset from every [jobs."PATTERN"] table
+    matching the run's job id, in file order (an earlier table wins; the command line wins over
+    all). Lists (tag, output_warn, requires, after) are added to. Returns the patterns applied."""
+    cfg = cfg or load()
+    if not cfg.section("jobs"):
+        return []
+    cmd = [c for c in a.command if c != "--"][:1]
+    if a.job_id is None and not (cmd and cmd[0]):
+        return []
+    from runtools.model.ids import job_id_from_command
+
+    job_id = a.job_id or job_id_from_command(cmd)
+    from runtools.config_schema import job_options
+
+    opts = job_options()
+    applied = []
+    cli_set = {dest for dest in opts if getattr(a, dest) not in (None, False, [])}
+    for pattern, table in cfg.job_defaults(job_id):
+        applied.append(pattern)
+        for key, value in table.items():
+            dest = key.replace("-", "_")
+            kind = opts[dest]
+            if kind == "append":
+                extra = [value] if isinstance(value, str) else list(value)
+                current = getattr(a, dest)
+                setattr(a, dest, current + [v for v in extra if v not in current])
+            elif dest in cli_set:
+                continue
+            elif getattr(a, dest) in (None, False):
+                setattr(a, dest, str(value) if kind == "value" else value)
+    return applied
