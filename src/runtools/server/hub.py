@@ -65,7 +65,7 @@ class Hub:
             self._ready.set()
             while not self._stop.is_set():
                 try:
-                    ev = w.next(time.monotonic() + 1.0)
+                    ev = w.next(time.monotonic() + 0.2)  # short: stop() is seen within 0.2 s
                 except Exception:
                     ev = None
                     self._stop.wait(0.5)

@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         if not argv or argv[0] in ("-h", "--help", "help"):
             sys.stdout.write(usage())
             return 0 if argv else 2
+        if argv[0] in ("-H", "--host") or argv[0].startswith(("-H", "--host=", "--host-timeout")):
+            from runtools.remote.fanout import main as on_hosts  # taro -H TARGET VERB ...: docs/serve.md
+
+            return on_hosts(argv, lambda verb, rest: parse(verb, importlib.import_module(
+                f"runtools.cli.taro.{VERBS[verb]}"), rest))
         verb = argv[0]
         mod_name = VERBS.get(verb)
         if mod_name is None:
@@ -78,11 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(mod, "run_argv"):  # verbs that parse their own options (exec)
             check_environment("RUNTOOLS_ENV", "RUNTOOLS_HOME")
             return mod.run_argv(argv[1:])
-        p = FastParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
-        mod.configure(p, verb) if getattr(mod, "MULTI", False) else mod.configure(p)
-        args = p.parse_args(argv[1:])
-        args.verb = verb
+        args = parse(verb, mod, argv[1:])
         check_environment("RUNTOOLS_ENV", "RUNTOOLS_HOME")
         return mod.run(args)
+
+    def parse(verb, mod, rest):
+        p = FastParser(prog=f"taro {verb}", description=getattr(mod, "HELPS", {}).get(verb, getattr(mod, "HELP", "")))
+        mod.configure(p, verb) if getattr(mod, "MULTI", False) else mod.configure(p)
+        args = p.parse_args(rest)
+        args.verb = verb
+        return args
 
     run_main("taro", go)
