@@ -53,7 +53,8 @@ def usage() -> str:
         seen.add(mod)
         helps = getattr(m, "HELPS", {})
         lines.append(f"  {verb:<14} {helps.get(verb, getattr(m, 'HELP', ''))}")
-    lines += ["", "Run `taro VERB --help` for a verb's options. Exit codes: see README."]
+    lines += ["", "  taro -H TARGET[,TARGET] [--host-timeout DUR] VERB ...   the verb on many hosts (docs/serve.md)",
+              "", "Run `taro VERB --help` for a verb's options. Exit codes: see README."]
     return "\n".join(lines) + "\n"
 
 
