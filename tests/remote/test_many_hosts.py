@@ -114,6 +114,40 @@ def test_history_on_many_hosts_json_table_and_a_down_host(cli, hosts):
     assert p.returncode == 0, p.stderr
     assert sorted(p.stdout.splitlines()) == sorted([f"{hosts['A']}  a", f"{hosts['S']}  s"])
 
+    p = cli.taro("-H", f"{hosts['A']},{hosts['S']}", "tail", "job-*", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    lines = sorted((d["remote"], d["line"]) for d in map(json.loads, p.stdout.splitlines()))
+    assert lines == sorted([(hosts["A"], "a"), (hosts["S"], "s")])
+
+
+def test_listen_on_many_hosts(cli, hosts):
+    listener = cli.spawn(["taro", "-H", f"{hosts['A']},{hosts['S']}", "listen", "--json", "--timeout", "20s"],
+                         env=hosts["env"])
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(listener.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 20
+    seen: set = set()
+    buf = b""
+    while seen != {hosts["A"], hosts["S"]} and time.monotonic() < deadline:
+        # a run on each side until both hosts' events arrive (the listeners subscribe meanwhile)
+        assert cli.run("-e", str(hosts["env_a"]), "--id", "ev-a", "--", "true").returncode == 0
+        assert cli.run("--id", "ev-s", "--", "true").returncode == 0
+        while sel.select(0.5):
+            chunk = os.read(listener.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            d = json.loads(line)
+            assert {"remote", "event", "instance_id", "run"} <= set(d)
+            seen.add(d["remote"])
+    sel.close()
+    assert seen == {hosts["A"], hosts["S"]}
+    listener.kill()
+
 
 def test_control_on_many_hosts_is_recorded_and_timeouts_are_reported(cli, hosts, wait_until):
     env = hosts["env"]
