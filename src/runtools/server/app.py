@@ -302,7 +302,6 @@ class Server:
         last = request.headers.get("last-event-id") or p.one("last_event_id")
         seq, reset = self.hub.resume_point(last)
         hub = self.hub
-        from runtools.model.jsonenc import dumps
 
         async def gen() -> Any:
             nonlocal seq
@@ -311,10 +310,10 @@ class Server:
             if reset:
                 yield f"id: {hub.event_id(seq)}\nevent: reset\ndata: {{}}\n\n"
             while True:
-                for s, data, ev in hub.after(seq):
+                for s, data, key in hub.after(seq):
                     seq = s
-                    if matcher(ev.run):
-                        yield f"id: {hub.event_id(s)}\ndata: {dumps(data)}\n\n"
+                    if matcher(key):  # type: ignore[arg-type]  # Key has what a pattern reads
+                        yield f"id: {hub.event_id(s)}\ndata: {data}\n\n"
                 left = 15.0 if deadline is None else min(15.0, deadline - time.monotonic())
                 if left <= 0:
                     return

@@ -14,11 +14,27 @@ import secrets
 import threading
 import time
 from collections import deque
+from itertools import islice
 from typing import Any
 
 from runtools.env.base import Environment
 
-RING = 10_000
+RING = 5_000
+
+
+class Key:
+    """What a pattern looks at (RunMatcher): kept per event instead of the whole record."""
+
+    __slots__ = ("job_id", "run_id", "tags")
+
+    def __init__(self, run: Any) -> None:
+        self.job_id = run.job_id
+        self.run_id = run.run_id
+        self.tags = tuple(run.tags)
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.job_id}@{self.run_id}"
 
 
 class Hub:
@@ -26,7 +42,8 @@ class Hub:
         self.env = env
         self.epoch = secrets.token_hex(4)
         self.seq = 0
-        self.ring: deque[tuple[int, dict[str, Any], Any]] = deque(maxlen=RING)  # (seq, json, event)
+        # (seq, the event's JSON text, its Key): serialised once for every client, bounded memory
+        self.ring: deque[tuple[int, str, Key]] = deque(maxlen=RING)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # set (and replaced) on every new event
         self._stop = threading.Event()
@@ -73,7 +90,9 @@ class Hub:
                     self._publish(ev)
 
     def _publish(self, ev: Any) -> None:
-        data = ev.to_json()
+        from runtools.model.jsonenc import dumps
+
+        data = dumps(ev.to_json())
         for f in self.listeners:
             try:
                 f(ev)
@@ -83,13 +102,13 @@ class Hub:
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._append, data, ev)
+            loop.call_soon_threadsafe(self._append, data, Key(ev.run))
         except RuntimeError:  # the loop closed meanwhile
             pass
 
-    def _append(self, data: dict[str, Any], ev: Any) -> None:  # in the event loop
+    def _append(self, data: str, key: Key) -> None:  # in the event loop
         self.seq += 1
-        self.ring.append((self.seq, data, ev))
+        self.ring.append((self.seq, data, key))
         changed, self._changed = self._changed, asyncio.Event()
         if changed is not None:
             changed.set()  # wakes every waiting client at once
@@ -115,11 +134,11 @@ class Hub:
             return self.seq, True  # what it missed fell out of the ring
         return seq, False
 
-    def after(self, seq: int) -> list[tuple[int, dict[str, Any], Any]]:
+    def after(self, seq: int) -> list[tuple[int, str, Key]]:
         if not self.ring or self.ring[-1][0] <= seq:
             return []
         start = max(0, seq - self.ring[0][0] + 1)
-        return [self.ring[i] for i in range(start, len(self.ring))]
+        return list(islice(self.ring, start, None))
 
     async def wait_after(self, seq: int, timeout: float) -> None:
         changed = self._changed
