@@ -100,6 +100,16 @@ class Config:
                     break
         return f"{self.path}:{line}" if line is not None and self.path else "default"
 
+    def wants_hooks(self) -> bool:
+        """True when a run needs the hook point (runtools.plugins.hub): event log, plugins,
+        notifiers, "longer than usual" or automatic retention are on."""
+        if not self.data:
+            return False
+        ret = self.section("retention")
+        return bool(self.get("eventlog", "enabled") or self.get("plugins", "enabled") or self.section("notifiers")
+                    or self.get("longer_than_usual", "enabled")
+                    or (self.get("retention", "auto") and ("older_than" in ret or "keep" in ret)))
+
     def job_defaults(self, job_id: str) -> list[tuple[str, dict[str, Any]]]:
         """[(pattern, options)] of every [jobs."PATTERN"] table matching `job_id`, file order."""
         jobs = self.section("jobs")

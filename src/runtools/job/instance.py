@@ -148,9 +148,14 @@ class JobRun:
         if hasattr(lease, "on_lost"):  # a lease that can be lost while the run lives (postgres)
             lease.on_lost = self._lease_lost
         endpoint = None
+        hub = _hub(self)  # event log, plugins, notifiers, retention: None unless runtools.toml turns one on
         restore = _install_signal_handlers(self)
         try:
             existing = self._create()
+            if hub is not None and existing is None:
+                hub.event(Event("created", rec.copy()))
+                if rec.stage is Stage.ENDED:
+                    hub.event(Event("ended", rec.copy()))
             if existing is not None:
                 # an active run of the key: attach (0 until it ends); an ended one (strict key):
                 # refused, DUPLICATE (105) whatever that run ended with
@@ -173,6 +178,8 @@ class JobRun:
             if endpoint is not None:
                 endpoint.close()
             lease.release()
+            if hub is not None:
+                hub.close()
             ctx.close()
 
     def _create(self) -> RunRecord | None:
@@ -237,6 +244,20 @@ class JobRun:
                 if attempt == 2:
                     raise
                 time.sleep(0.2)
+
+
+def _hub(job: JobRun) -> Any:
+    """The run's hook point (runtools.plugins.hub), only when the config file turns a hook on."""
+    from runtools.config import load
+
+    cfg = load()
+    if not cfg.wants_hooks():
+        return None
+    from runtools.plugins.hub import Hub
+
+    hub = Hub(job.env, cfg, job)
+    hub.attach(job.record.instance_id)
+    return hub
 
 
 def _user() -> str | None:

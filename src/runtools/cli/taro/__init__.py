@@ -37,6 +37,10 @@ VERBS = {
     "unlock": "unlock",
     # many hosts
     "serve": "serve",
+    # operator comfort (issue 11)
+    "clean": "clean",
+    "log": "log",
+    "plugins": "plugins",
 }
 
 

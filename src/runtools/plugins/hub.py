@@ -1,0 +1,246 @@
+"""The one hook point of a run (job.instance): event log, plugins, notifiers, "longer than
+usual", automatic retention. Made only when runtools.toml turns one of them on
+(`runtools.config.Config.wants_hooks`); a run without them never imports this module.
+
+The wrapper's own work never waits for a hook: events are appended to the event log (one
+`write`) and queued; a worker thread calls plugins (each call bounded by `[plugins] timeout`)
+and notifiers (each bounded by its `timeout`, retries included). When the run has ended, the
+wrapper waits for the queue at most as long as the slowest of those bounds, then goes.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runtools.model.events import Event
+
+LONGER = "longer than usual"
+_STOP = object()
+
+
+def install(env: Any) -> dict[str, Hub]:
+    """Route `env.publish` through the hubs of the runs in this process (once per env)."""
+    hubs = getattr(env, "_rt_hubs", None)
+    if hubs is None:
+        hubs = {}
+        original = env.publish
+
+        def publish(ev: Event) -> None:
+            original(ev)
+            hub = hubs.get(ev.run.instance_id)
+            if hub is not None:
+                hub.event(ev)
+
+        env.publish = publish
+        env._rt_hubs = hubs
+    return hubs
+
+
+class Hub:
+    def __init__(self, env: Any, cfg: Any, job: Any) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.job = job
+        self.closed = False
+        self.eventlog = None
+        self.plugins: list[tuple[str, Any]] = []
+        self.notifiers: list[Any] = []
+        self.problems: list[str] = []
+        self.reported: set[str] = set()
+        self.once: set[str] = set()
+        self.timer: Any = None
+        self.queue: Any = None
+        self.worker_done = _thread.allocate_lock()
+        if cfg.get("eventlog", "enabled"):
+            from runtools.eventlog import EventLog
+
+            self.eventlog = EventLog.from_config(env, cfg)
+        self.plugin_timeout = cfg.duration("plugins", "timeout") or 2.0
+        if cfg.get("plugins", "enabled"):
+            from runtools.plugins import load_enabled
+
+            self.plugins, problems = load_enabled(cfg)
+            self.problems += problems
+        if cfg.section("notifiers"):
+            from runtools.plugins.notifiers import from_config
+
+            self.notifiers = from_config(cfg)
+        self.longer = cfg.get("longer_than_usual", "enabled")
+        if self.plugins or self.notifiers or self.longer or self.problems:
+            from queue import SimpleQueue
+
+            self.queue = SimpleQueue()
+            self.worker_done.acquire()
+            _thread.start_new_thread(self._work, ())
+
+    def attach(self, instance_id: str) -> None:
+        install(self.env)[instance_id] = self
+
+    # -- on the run's threads: never blocks ----------------------------------------------------
+    def event(self, ev: Event) -> None:
+        if ev.event in ("created", "ended"):  # given by the runner too (postgres sends tx events itself)
+            if ev.event in self.once:
+                return
+            self.once.add(ev.event)
+        if self.eventlog is not None:
+            problem = self.eventlog.append(ev)
+            if problem:
+                self._problem(problem, record=False)
+        if self.queue is not None and not self.closed:
+            self.queue.put(ev)
+
+    def close(self) -> None:
+        """The run has ended: wait for queued hooks (bounded), then automatic retention."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.queue is not None:
+            self.queue.put(_STOP)
+            bound = max([self.plugin_timeout, *(n.timeout for n in self.notifiers)]) + 0.5
+            if not self.worker_done.acquire(timeout=bound):
+                self._problem(f"hooks still busy after {bound:g}s: the run's end did not wait for them")
+        hubs = getattr(self.env, "_rt_hubs", None)
+        if hubs is not None:
+            hubs.pop(self.job.record.instance_id, None)
+        try:
+            from runtools.retention import maybe_auto
+
+            maybe_auto(self.env, self.cfg)
+        except Exception as e:  # retention never breaks a run
+            self._problem(f"automatic retention: {type(e).__name__}: {e}", record=False)
+
+    # -- the worker thread ---------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while True:
+                ev = self.queue.get()
+                if ev is _STOP:
+                    return
+                try:
+                    self._dispatch(ev)
+                except Exception as e:  # pragma: no cover - each step guards itself
+                    self._problem(f"hooks: {type(e).__name__}: {e}")
+        finally:
+            self.worker_done.release()
+
+    def _dispatch(self, ev: Event) -> None:
+        if ev.event == "executing" and self.longer:
+            self._arm_longer(ev)
+        if self.plugins:
+            self._plugins(ev)
+        if ev.event == "created" and self.problems:  # plugins that do not load: once the run exists
+            for p in self.problems:
+                self._problem(p)
+        for n in self.notifiers:
+            if n.wants(ev):
+                why = n.deliver(ev)
+                if why:
+                    self._warn(f"notify {n.name} ({n.type}) failed: {why}")
+
+    def _plugins(self, ev: Event) -> None:
+        run = ev.run.to_json()
+        calls: list[tuple[str, tuple[Any, ...]]]
+        if ev.event == "created":
+            calls = [("on_created", (run,))]
+        elif ev.event == "ended":
+            calls = [("on_ended", (run,))]
+        elif ev.event == "warning":
+            calls = [("on_warning", (run, str((ev.detail or {}).get("warning", ""))))]
+        elif ev.event in ("progress",):
+            return
+        else:
+            calls = [("on_state_changed", (run, ev.event))]
+        for name, plugin in list(self.plugins):
+            for hook, args in calls:
+                fn = getattr(plugin, hook, None)
+                if callable(fn):
+                    self._call(name, hook, fn, args)
+
+    def _call(self, name: str, hook: str, fn: Any, args: tuple) -> None:
+        done = _thread.allocate_lock()
+        done.acquire()
+        failure: list[str] = []
+
+        def target() -> None:
+            try:
+                fn(*args)
+            except BaseException as e:
+                failure.append(f"{type(e).__name__}: {e}")
+            finally:
+                done.release()
+
+        _thread.start_new_thread(target, ())
+        if not done.acquire(timeout=self.plugin_timeout):
+            self._drop(name, f"plugin {name} {hook} did not return within {self.plugin_timeout:g}s: "
+                             "skipped for the rest of this run")
+        elif failure:
+            self._drop(name, f"plugin {name} {hook} raised {failure[0]}: skipped for the rest of this run")
+
+    def _drop(self, name: str, why: str) -> None:
+        self.plugins = [(n, p) for n, p in self.plugins if n != name]
+        self._problem(why)
+
+    def _arm_longer(self, ev: Event) -> None:
+        from runtools.env.base import RunQuery
+        from runtools.model.criteria import RunMatcher
+        from runtools.model.status import Status
+
+        r = ev.run
+        k = float(self.cfg.get("longer_than_usual", "k"))
+        need = int(self.cfg.get("longer_than_usual", "min_runs"))
+        past = self.env.find_runs(RunQuery(matcher=RunMatcher.parse([r.job_id]), active=False,
+                                           statuses=(Status.COMPLETED,), limit=max(100, need)))
+        durations = sorted(d for d in (p.duration for p in past if p.job_id == r.job_id) if d is not None)
+        if len(durations) < need:
+            return
+        from runtools.model.stats import _pct
+
+        p95 = _pct(durations, 95) or 0.0
+        limit = max(k * p95, 0.001)
+        started = r.started_at or time.time()
+        delay = max(0.0, started + limit - time.time())
+        import threading
+
+        from runtools.model.durations import human_duration
+
+        text = (f"{LONGER}: executing longer than {human_duration(limit)} ({k:g} x p95 {human_duration(p95)} "
+                f"of the last {len(durations)} successful runs)")
+
+        def fire() -> None:
+            if self.closed or not self.job.record.active:
+                return
+            self._warn(text)
+
+        self.timer = threading.Timer(delay, fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    # -- reporting -------------------------------------------------------------------------------
+    def _problem(self, text: str, record: bool = True) -> None:
+        if text in self.reported:
+            return
+        self._say(text)
+        if record:
+            self._warn(text)
+
+    def _say(self, text: str) -> None:
+        if text in self.reported:
+            return
+        self.reported.add(text)
+        try:
+            sys.stderr.write(f"run: warning: {text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _warn(self, text: str) -> None:
+        try:
+            self.job.ctx.add_warning(text)
+        except Exception:  # the environment may be gone already: stderr said it
+            pass

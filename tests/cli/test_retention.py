@@ -1,0 +1,72 @@
+"""taro clean (--older-than / --keep per job, --dry-run, never active runs, output files gone)
+and automatic retention from runtools.toml piggybacked on run job's end (at most once per interval)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def _runs(cli, job: str, n: int) -> None:
+    for i in range(n):
+        p = cli.run("--id", job, "--", "sh", "-c", f"echo {job}-{i}")
+        assert p.returncode == 0, p.stderr
+
+
+def test_keep_n_per_job_dry_run_first_and_output_files_go(cli):
+    _runs(cli, "a", 4)
+    _runs(cli, "b", 2)
+    before = cli.history()
+    outputs = [r["stdout_path"] for r in before if r["job_id"] == "a"]
+    assert all(os.path.exists(p) for p in outputs)
+    dry = cli.taro("clean", "--keep", "2", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("would remove a@") == 2 and "would remove b@" not in dry.stdout
+    assert "dry run: nothing removed" in dry.stdout
+    assert len(cli.history()) == 6
+    doc = json.loads(cli.taro("clean", "--keep", "2", "--json").stdout)
+    assert doc["removed"] == 2 and not doc["dry_run"]
+    oldest_two = sorted(before, key=lambda r: r["created_at"])
+    oldest_a = [r["instance_id"] for r in oldest_two if r["job_id"] == "a"][:2]
+    assert [r["instance_id"] for r in doc["runs"]] == oldest_a
+    after = cli.history()
+    assert sorted(r["job_id"] for r in after) == ["a", "a", "b", "b"]
+    gone = [r["stdout_path"] for r in before if r["instance_id"] in oldest_a]
+    assert not any(os.path.exists(p) for p in gone)
+    assert all(os.path.exists(r["stdout_path"]) for r in after)
+
+
+def test_older_than_never_removes_active_runs_and_pattern_limits(cli):
+    _runs(cli, "old", 2)
+    _runs(cli, "other", 1)
+    gated = cli.spawn_gated("busy")
+    cli.wait_state("busy")
+    p = cli.taro("clean", "old", "busy", "--older-than", "0s")
+    assert p.returncode == 0, p.stderr
+    assert "removed 2 runs" in p.stdout
+    assert [r["job_id"] for r in cli.history()] == ["other"]
+    assert [r["job_id"] for r in cli.ps()] == ["busy"]
+    cli.release(gated)
+    assert gated.wait(timeout=30) == 0
+    assert {r["job_id"] for r in cli.history()} == {"other", "busy"}
+
+
+def test_clean_usage_errors(cli):
+    for argv, word in ((["clean"], "--older-than"), (["clean", "--keep", "x"], "--keep"),
+                       (["clean", "--older-than", "soon"], "--older-than"), (["clean", "[x", "--keep", "1"], "[x")):
+        p = cli.taro(*argv)
+        assert p.returncode == 2 and word in p.stderr and len(p.stderr.splitlines()) == 1, (argv, p.stderr)
+
+
+def test_automatic_retention_runs_at_most_once_per_interval(cli, wait_until):
+    _runs(cli, "auto", 4)
+    (cli.cwd / "runtools.toml").write_text('[retention]\nkeep = 2\ninterval = "1h"\n')
+    assert cli.run("--id", "auto", "--", "true").returncode == 0  # due: no stamp yet
+    wait_until(lambda: len(cli.history()) == 2, what="automatic retention kept 2 runs")
+    stamp = cli.home / "local" / ".retention-stamp"
+    assert stamp.exists()
+    _runs(cli, "auto", 2)  # not due again within the hour: nothing removed
+    assert len(cli.history()) == 4
+    os.utime(stamp, (0, 0))  # an hour (and more) later
+    assert cli.run("--id", "auto", "--", "true").returncode == 0
+    wait_until(lambda: len(cli.history()) == 2, what="automatic retention ran again")

@@ -1,0 +1,30 @@
+"""`run job` with no config (and with a config that turns no hook on) imports none of the
+machinery of issue 11: no TOML parser, no entry-point scan, no TUI, no HTTP client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("tomllib", "importlib.metadata", "textual", "rich", "urllib.request", "http.client",
+         "runtools.plugins", "runtools.eventlog", "runtools.retention", "runtools.config_schema", "runtools.tui")
+
+
+def _imported(cli) -> set[str]:
+    p = subprocess.run([sys.executable, "-X", "importtime", cli.bin("run"), "job", "--", "true"],
+                       capture_output=True, text=True, timeout=30, env=cli._env(None), cwd=cli.cwd)
+    assert p.returncode == 0, p.stderr
+    return {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_run_job_without_config_imports_no_hook_machinery(cli):
+    mods = _imported(cli)
+    assert "runtools.job.instance" in mods
+    assert not mods & set(HEAVY), mods & set(HEAVY)
+
+
+def test_a_config_without_hooks_parses_toml_but_loads_no_hooks(cli):
+    (cli.cwd / "runtools.toml").write_text('[jobs."x*"]\ntimeout = "1h"\n')
+    mods = _imported(cli)
+    assert "tomllib" in mods
+    assert not mods & {"runtools.plugins", "importlib.metadata", "urllib.request", "textual", "rich"}
