@@ -225,7 +225,11 @@ def spec_from_args(a: Args):  # -> JobSpec
     if a.requires or a.after:  # bad patterns are usage errors before anything is created
         from runtools.model.criteria import RunMatcher
 
-        RunMatcher.parse([*a.requires, *a.after])
+        for option, patterns in (("--requires", a.requires), ("--after", a.after)):
+            try:
+                RunMatcher.parse(patterns)
+            except UsageError as e:
+                raise UsageError(f"{option}: {e}") from None
     return JobSpec(
         command=cmd,
         job_id=a.job_id,
@@ -264,11 +268,11 @@ def checked_spec(a: Args):  # -> JobSpec
     spec = spec_from_args(a)
     from runtools.model.ids import validate_id
 
-    validate_id(spec.resolved_job_id if a.job_id is None else a.job_id, "job id")
+    validate_id(spec.resolved_job_id if a.job_id is None else a.job_id, "job id (--id)")
     if a.run_id is not None:
-        validate_id(a.run_id, "run id")
+        validate_id(a.run_id, "run id (--run-id)")
     for t in spec.tags:
-        validate_id(t, "tag")
+        validate_id(t, "tag (--tag)")
     if spec.output_warn:
         from runtools.output.capture import compile_warnings
 
