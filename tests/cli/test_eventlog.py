@@ -34,6 +34,9 @@ def test_the_log_rotates_by_size(cli):
     assert (d / "events.jsonl.1").exists() and (d / "events.jsonl.2").exists()
     assert not (d / "events.jsonl.3").exists()
     for f in ("events.jsonl", "events.jsonl.1", "events.jsonl.2"):
+        if not (d / f).exists():  # the last write may just have rotated the current file away
+            assert f == "events.jsonl"
+            continue
         assert stat.S_IMODE((d / f).stat().st_mode) == 0o600
         for line in (d / f).read_text().splitlines():
             json.loads(line)  # whole lines only
