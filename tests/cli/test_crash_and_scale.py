@@ -198,14 +198,19 @@ def test_wrapper_exit_codes_summary(cli):
     assert statuses == ["ERROR", "TIMEOUT", "ERROR", "FAILED", "FAILED", "COMPLETED"]
 
 
-def test_wrapper_keeps_storing_when_its_stdout_reader_goes_away(cli):
-    """A wrapper whose terminal reader closed keeps storing output and records the run."""
-    p = cli.spawn_run("--id", "pipe", "--", "sh", "-c", "for i in $(seq 1 2000); do echo line $i; done")
+def test_a_command_whose_readers_went_away_ends_as_it_would_bare(cli):
+    """The wrapper's stdout reader closed: the command's next write gets SIGPIPE, as without the
+    wrapper, instead of the wrapper storing an endless writer's output until the disk is full.
+    What was stored before is kept whole, and the run says why it ended."""
+    p = cli.spawn_run("--id", "pipe", "--", "sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; done")
+    assert p.stdout.readline().startswith(b"line ")  # it runs and writes
     p.stdout.close()  # nobody reads the wrapper's stdout any more
-    assert p.wait(20) == 0
+    assert p.wait(20) == 141
     r = cli.history("pipe")[0]
-    assert r["status"] == "COMPLETED"
-    assert Path(r["stdout_path"]).read_text().count("\n") == 2000
+    assert (r["status"], r["exit_code"]) == ("FAILED", 141)
+    assert any("went away" in w for w in r["warnings"]), r["warnings"]
+    stored = Path(r["stdout_path"]).read_text().splitlines()
+    assert stored and stored == [f"line {i}" for i in range(1, len(stored) + 1)]
 
 
 def test_listen_sees_every_end_of_a_burst(cli, wait_until):
