@@ -41,6 +41,7 @@ VERBS = {
     "clean": "clean",
     "log": "log",
     "plugins": "plugins",
+    "dash": "dash",
 }
 
 

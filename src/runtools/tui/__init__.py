@@ -1,0 +1,1 @@
+"""The terminal dashboard (`taro dash`), built on Textual: `pip install runtools[tui]`."""
