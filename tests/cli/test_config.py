@@ -134,3 +134,27 @@ def test_run_job_without_config_imports_no_toml_parser(cli):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cli.cwd,
                        env=cli._env(None), timeout=30)
     assert p.stdout.strip() == "False", p.stderr
+
+
+def test_hostinfo_and_env_list_show_mask_passwords(configured, home):
+    cli = configured
+    (cli.cwd / "runtools.toml").write_text(CONFIG.format(home=home) + '\n[hostinfo]\nrack = "b4"\nzone = 3\n')
+    assert cli.run("--id", "x", "-e", "local", "--", "true").returncode == 0
+    p = cli.taro("hostinfo")
+    assert p.returncode == 0, p.stderr
+    assert "hunter2" not in p.stdout and "postgresql://ops:***@db.example/runs" in p.stdout
+    doc = json.loads(cli.taro("hostinfo", "--json").stdout)
+    assert doc["parameters"] == {"rack": "b4", "zone": 3}
+    assert doc["default_env"] == {"name": "scratch", "source": f"{cli.cwd / 'runtools.toml'}:3"}
+    assert doc["runtools"] and doc["python"] and doc["host"]
+    names = {e["name"]: e for e in doc["environments"]}
+    assert names["prod"]["kind"] == "postgres" and names["scratch"]["location"] == str(home / "elsewhere")
+    assert names["local"] == {"name": "local", "kind": "local", "location": str(home / "local"),
+                              "source": "$RUNTOOLS_HOME"}
+    listed = json.loads(cli.taro("env", "list", "--json").stdout)
+    assert [e["name"] for e in listed] == ["scratch", "prod", "local"]
+    shown = json.loads(cli.taro("env", "show", "prod", "--json").stdout)
+    assert shown["location"] == "postgresql://ops:***@db.example/runs" and not shown["default"]
+    shown = json.loads(cli.taro("env", "show", "local", "--json").stdout)
+    assert shown["exists"] and shown["database_bytes"] > 0
+    assert cli.taro("env", "show", "nope").returncode == 3

@@ -63,7 +63,8 @@ def test_live_rows_approve_open_stop_and_filter(cli, home):
                 for ch in "done":
                     await pilot.press(ch)
                 await pilot.press("enter")
-                assert [r.split("@")[0] for r in rows(app, "history")] == ["done"]
+                await until(pilot, lambda: [r.split("@")[0] for r in rows(app, "history")] == ["done"],
+                            what="the filtered history")
                 await pilot.press("q")
 
     asyncio.run(main())

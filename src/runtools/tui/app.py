@@ -436,13 +436,28 @@ class DashApp(App):
             return
         self.patterns, self.matcher = words, matcher
         event.input.remove_class("shown")
-        from runtools.env.base import RunQuery
-
-        self.history = self.env.find_runs(RunQuery(matcher=self.matcher, active=False, limit=HISTORY_ROWS))
         self._fill_active()
+        self.query_one("#history-caption", Label).update("recent history: searching…")
+        self.query_one("#active", DataTable).focus()
+
+        def search() -> None:  # a pattern that matches little may scan a big history: off the UI thread
+            from runtools.env.base import RunQuery
+
+            try:
+                found = self.env.find_runs(RunQuery(matcher=matcher, active=False, limit=HISTORY_ROWS))
+            except Exception as e:
+                self.call_from_thread(self.notify, f"history: {e}", severity="error")
+                return
+            self.call_from_thread(self._searched, matcher, found)
+
+        threading.Thread(target=search, daemon=True, name="dash-search").start()
+
+    def _searched(self, matcher: RunMatcher, found: list[RunRecord]) -> None:
+        if matcher is not self.matcher:  # a newer filter is on its way
+            return
+        self.history = found
         self._fill_history()
         self._status()
-        self.query_one("#active", DataTable).focus()
 
     def on_key(self, event: Any) -> None:
         box = self.query_one("#filter", Input)

@@ -42,6 +42,7 @@ VERBS = {
     "log": "log",
     "plugins": "plugins",
     "dash": "dash",
+    "hostinfo": "hostinfo",
 }
 
 

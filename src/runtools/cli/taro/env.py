@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cl
 if TYPE_CHECKING:
     import argparse
 
-HELP = "environments: add NAME URL (a name for a PostgreSQL URL), list, remove NAME"
+HELP = "environments: add NAME URL (a name for a PostgreSQL URL), list, show NAME, remove NAME"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     add.add_argument("-f", "--force", action="store_true", help="replace the URL NAME stood for")
     ls = sub.add_parser("list", help="environments under $RUNTOOLS_HOME (URLs without passwords)")
     ls.add_argument("--json", action="store_true", help="print JSON: [{name, kind, location}]")
+    show = sub.add_parser("show", help="one environment: kind, location (password masked), where it is defined")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print JSON: {name, kind, location, source, exists, ...}")
     rm = sub.add_parser("remove", help="forget the URL NAME stands for (the database is left alone)")
     rm.add_argument("name")
 
@@ -36,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         return _list(runtools_home(), POSTGRES_LINK, args.json)
+    if args.action == "show":
+        return _show(args.name, args.json)
     from runtools.model.ids import validate_id
 
     name = validate_id(args.name, "environment name")
@@ -77,7 +82,65 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def known_environments() -> list[dict[str, str]]:
+    """Every environment this host knows: [environments.NAME] of runtools.toml first, then the
+    names under $RUNTOOLS_HOME (local directories and names for PostgreSQL URLs); passwords masked."""
+    from runtools.config import load
+    from runtools.env import POSTGRES_LINK
+    from runtools.env.local.paths import runtools_home
+    from runtools.env.postgres.store import redact
+
+    cfg = load()
+    rows = []
+    for name, spec in cfg.environments().items():
+        url = spec.get("url")
+        rows.append({"name": name, "kind": "postgres" if url else "local",
+                     "location": redact(url) if url else os.path.expanduser(spec["path"]),
+                     "source": cfg.source("environments", name)})
+    seen = {r["name"] for r in rows}
+    for r in _scan(runtools_home(), POSTGRES_LINK):
+        if r["name"] not in seen:
+            rows.append({**r, "source": "$RUNTOOLS_HOME" if r["kind"] == "local" else "taro env add"})
+    return rows
+
+
+def _show(name: str, as_json: bool) -> int:
+    from runtools.errors import NotFoundError
+
+    match = [r for r in known_environments() if r["name"] == name]
+    if not match:
+        raise NotFoundError(f"no environment {name}: see `taro env list`")
+    doc: dict[str, object] = dict(match[0])
+    if doc["kind"] == "local":
+        db = os.path.join(str(doc["location"]), "runs.db")
+        doc["exists"] = os.path.isfile(db)
+        doc["database_bytes"] = os.path.getsize(db) if doc["exists"] else 0
+    from runtools.env import default_env_name
+
+    doc["default"] = default_env_name() == name
+    if as_json:
+        from runtools.model.jsonenc import dumps
+
+        sys.stdout.write(dumps(doc) + "\n")
+        return 0
+    for k, v in doc.items():
+        sys.stdout.write(f"{k:<15} {v}\n")
+    return 0
+
+
 def _list(home: str, link_name: str, as_json: bool) -> int:
+    rows = known_environments()
+    if as_json:
+        from runtools.model.jsonenc import dumps
+
+        sys.stdout.write(dumps(rows) + "\n")
+        return 0
+    for r in rows:
+        sys.stdout.write(f"{r['name']:<20} {r['kind']:<9} {r['location']}  ({r['source']})\n")
+    return 0
+
+
+def _scan(home: str, link_name: str) -> list[dict[str, str]]:
     from runtools.env.postgres.store import redact
 
     rows = []
@@ -97,11 +160,4 @@ def _list(home: str, link_name: str, as_json: bool) -> int:
             rows.append({"name": name, "kind": "postgres", "location": redact(url)})
         elif os.path.isfile(os.path.join(d, "runs.db")):
             rows.append({"name": name, "kind": "local", "location": d})
-    if as_json:
-        from runtools.model.jsonenc import dumps
-
-        sys.stdout.write(dumps(rows) + "\n")
-        return 0
-    for r in rows:
-        sys.stdout.write(f"{r['name']:<20} {r['kind']:<9} {r['location']}\n")
-    return 0
+    return rows
