@@ -120,6 +120,27 @@ def test_history_on_many_hosts_json_table_and_a_down_host(cli, hosts):
     assert lines == sorted([(hosts["A"], "a"), (hosts["S"], "s")])
 
 
+def test_wait_over_http_and_ssh(cli, hosts):
+    env = hosts["env"]
+    p = cli.taro("-H", f"{hosts['A']},{hosts['S']}", "wait", "job-*", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    assert sorted((d["remote"], d["event"], d["job_id"]) for d in map(json.loads, p.stdout.splitlines())) == \
+        sorted([(hosts["A"], "current", "job-a"), (hosts["S"], "current", "job-s")])
+    p = cli.taro("-H", hosts["B"], "wait", "job-b", "completed", env=env)
+    assert p.returncode == 1
+    assert "ended FAILED: it can no longer reach COMPLETED" in p.stderr
+    p = cli.taro("-H", f"{hosts['A']},{hosts['S']}", "wait", "nothing-yet", "--timeout", "0.5s", env=env)
+    assert p.returncode == 1
+    assert p.stderr.count("timed out waiting for ended") == 2, p.stderr
+    live = cli.spawn_gated("w-live", "-e", str(hosts["env_a"]))
+    waiter = cli.spawn(["taro", "-H", hosts["A"], "wait", "w-live", "--json"], env=env)
+    cli.release(live)
+    assert live.wait(10) == 0
+    assert waiter.wait(15) == 0
+    (d,) = [json.loads(x) for x in waiter.stdout.read().splitlines()]
+    assert d["job_id"] == "w-live" and d["run"]["status"] == "COMPLETED" and d["remote"] == hosts["A"]
+
+
 def test_listen_on_many_hosts(cli, hosts):
     listener = cli.spawn(["taro", "-H", f"{hosts['A']},{hosts['S']}", "listen", "--json", "--timeout", "20s"],
                          env=hosts["env"])

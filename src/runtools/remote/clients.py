@@ -85,14 +85,17 @@ class Http:
 
 def sse_events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
     data: list[str] = []
+    kind = "message"
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
-            if data:
+            if data and kind == "message":  # a `reset` (never asked for here) carries no event
                 yield json.loads("\n".join(data))
-            data = []
+            data, kind = [], "message"
         elif line.startswith("data:"):
             data.append(line[5:].lstrip(" "))
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
 
 
 # -- ssh -----------------------------------------------------------------------------------------

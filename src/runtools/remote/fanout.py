@@ -334,31 +334,88 @@ def listen(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
 
 
 def wait(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
-    codes: dict[str, int] = {}
+    """Each host waits on its own: over ssh its `taro wait`; over http the same rules (wait.py)
+    applied to the server's events, subscribed before the runs are read."""
+
+    def show(t: Target, d: dict[str, Any]) -> None:
+        with ctx.out_lock:
+            if args.json:
+                print_ndjson({**d, "remote": t.text})
+            else:
+                sys.stdout.write(f"{t.text}  {d.get('instance_id')}  {d.get('event')}  "
+                                 f"{d.get('status') or d.get('state') or d.get('stage')}\n")
+            sys.stdout.flush()
 
     def fetch(t: Target) -> None:
-        if t.kind != "ssh":
-            raise HostError("taro wait over http is not available yet: use an ssh target, or taro listen")
+        if t.kind == "http":
+            _no_env(args)
+            return wait_http(ctx.http(t), args, lambda d: show(t, d))
         p = ctx.ssh(t).spawn(["wait", *_json_args(raw)])
         assert p.stdout is not None and p.stderr is not None
         for line in p.stdout:
-            with ctx.out_lock:
-                if args.json:
-                    print_ndjson({**json.loads(line), "remote": t.text})
-                else:
-                    d = json.loads(line)
-                    sys.stdout.write(f"{t.text}  {d.get('instance_id')}  {d.get('event')}  "
-                                     f"{d.get('status') or d.get('state') or d.get('stage')}\n")
+            show(t, json.loads(line))
         code = p.wait()
-        if code == 255:
-            raise HostError(p.stderr.read().decode("utf-8", "replace").strip().splitlines()[-1:][0]
-                            if p.stderr else "ssh failed")
-        codes[t.text] = code
+        err = p.stderr.read().decode("utf-8", "replace").strip().splitlines()
         if code != 0:
-            raise HostError(p.stderr.read().decode("utf-8", "replace").strip() or f"taro wait exited {code}")
+            raise HostError(err[-1] if err else f"taro wait exited {code}")
 
     parallel(ctx, fetch, None)
     return 0
+
+
+def wait_http(h: Http, args: Any, show: Callable[[dict[str, Any]], None]) -> None:
+    from runtools.cli.taro.wait import _exact, _is_state, reached
+    from runtools.model.criteria import RunMatcher
+    from runtools.model.durations import parse_duration
+
+    states = [a for a in args.args if _is_state(a)]
+    patterns = [a for a in args.args if not _is_state(a)]
+    if len(states) > 1:
+        raise UsageError(f"more than one state given ({', '.join(states)}): wait for one")
+    state = states[0].lower() if states else "ended"
+    timeout = parse_duration(args.timeout, "--timeout") if args.timeout else None
+    matcher = RunMatcher.parse(patterns)
+    params = [("pattern", p) for p in patterns] + [("timeout", None if timeout is None else f"{timeout}s")]
+    stream = h.raw("/api/events", params)
+    next(stream)  # the first line: subscribed, so what changes after the reads below is an event
+    active = h.get("/api/runs", [("active", "true"), ("limit", "100000"), *params[:-1]])
+    ended: list[dict[str, Any]] = []
+    if patterns:
+        for p in matcher.include or ("*",):
+            m = RunMatcher((p,), matcher.exclude)
+            if not any(m(record(r)) for r in active):
+                pats = [("pattern", p), *[("pattern", "!" + x) for x in matcher.exclude]]
+                last = h.get("/api/runs", [("active", "false"), ("limit", "1"), *pats])
+                ended += last
+    for d in (*active, *ended):
+        if reached(record(d), state):
+            show({"event": "current", "instance_id": d["instance_id"], "job_id": d["job_id"],
+                  "run_id": d["run_id"], "stage": d["stage"], "state": d["state"], "status": d["status"],
+                  "timestamp": d.get("ended_at"), "detail": None, "run": d})
+            return
+    tracked = {d["instance_id"] for d in active}
+
+    def unreachable(d: dict[str, Any]) -> HostError:
+        return HostError(f"{d['instance_id']} ended {d.get('status') or 'ENDED'}: it can no longer reach "
+                         f"{state.upper()}")
+
+    if ended and not tracked:
+        raise unreachable(ended[0])
+    if not ended and not tracked and matcher.include and all(_exact(p) for p in matcher.include):
+        raise HostError(f"no run {' '.join(matcher.include)}")
+    for ev in sse_events(stream):
+        r = ev["run"]
+        if reached(record(r), state):
+            show(ev)
+            return
+        if r["stage"] != "ENDED":
+            if tracked:
+                tracked.add(r["instance_id"])
+        elif r["instance_id"] in tracked:
+            tracked.discard(r["instance_id"])
+            if not tracked:
+                raise unreachable(r)
+    raise HostError(f"timed out waiting for {state}")
 
 
 def control(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
