@@ -419,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
         if not argv or argv[0] in ("-h", "--help"):
             sys.stdout.write("usage: run job [OPTIONS] [--] COMMAND [ARG...]\n\nSee `run job --help`.\n")
             return 0 if argv else 2
+        if argv[0] == "completion":  # run completion bash|zsh|fish: the same script as taro's
+            from runtools.cli.taro.completion import run_argv
+
+            return run_argv(argv[1:], prog="run")
         if argv[0] != "job":
             raise UsageError(f"unknown command {argv[0]!r}: use `run job [OPTIONS] [--] COMMAND`")
         a = parse_args(argv[1:])

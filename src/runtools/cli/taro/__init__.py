@@ -43,6 +43,7 @@ VERBS = {
     "plugins": "plugins",
     "dash": "dash",
     "hostinfo": "hostinfo",
+    "completion": "completion",
 }
 
 
