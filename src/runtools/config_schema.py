@@ -169,7 +169,7 @@ def _quote(k: str) -> str:
 
 
 SECTIONS = ("defaults", "environments", "jobs", "notifiers", "remote", "hostinfo", "retention", "plugins",
-            "eventlog", "longer_than_usual")
+            "eventlog", "longer_than_usual", "services")
 
 
 def _check(cfg: Config) -> None:
@@ -215,6 +215,13 @@ def _check(cfg: Config) -> None:
     _check_keys(cfg, "plugins", {"enabled": _bool, "timeout": _dur, "only": _str_list})
     _check_keys(cfg, "eventlog", {"enabled": _bool, "max_size": _size, "keep": _count, "path": _str})
     _check_keys(cfg, "longer_than_usual", {"enabled": _bool, "k": _factor, "min_runs": _count})
+    if cfg.section("services"):  # [services.NAME] rate = "60/min" | [...], concurrent = N (job.service)
+        from runtools.job.service import check_config_table
+
+        for name, table in cfg.section("services").items():
+            why = check_config_table(name, table)
+            if why:
+                raise _fail(cfg, ("services", name), why)
 
 
 def _check_keys(cfg: Config, section: str, checks: dict[str, Any]) -> None:

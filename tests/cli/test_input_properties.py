@@ -128,7 +128,7 @@ SERVERS = {"serve", "dash"}  # run until stopped: their options are checked by p
 BASE = {  # required positionals of each verb (values that match nothing)
     "stop": ["nomatch"], "release": ["nolatch"], "approve": ["nomatch"], "resume": ["nomatch"],
     "deny": ["nomatch"], "disable": ["nomatch"], "enable": ["nomatch"], "unlock": ["nokey"],
-    "wait": ["nomatch"], "tail": ["seed"], "output": ["seed"],
+    "wait": ["nomatch"], "tail": ["seed"], "output": ["seed"], "service": ["show", "nosvc"],
 }
 
 

@@ -52,6 +52,9 @@ OPTIONS: list[tuple[tuple[str, ...], str, str, str | None, str, str]] = [
     (("--after",), "after", "append", "PATTERN", "wait while PATTERN is active; run if its last run succeeded",
      "coordination"),
     (("--after-timeout",), "after_timeout", "value", "DUR", "give up waiting for --after (TIMEOUT)", "coordination"),
+    (("--service",), "service", "append", "NAME",
+     "wait WAITING until service NAME admits the run (rate/concurrency; repeatable; see taro service)",
+     "coordination"),
     (("--run-key",), "run_key", "value", "KEY", "at most one active run per key; later callers attach", "start-once"),
     (("--strict",), "strict", "flag", None, "with --run-key: one run per key ever (see taro unlock)", "start-once"),
 ]
@@ -83,6 +86,7 @@ class Args:
     requires: list[str]
     after: list[str]
     after_timeout: str | None
+    service: list[str]
     run_key: str | None
     strict: bool
 
@@ -251,6 +255,7 @@ def spec_from_args(a: Args):  # -> JobSpec
         requires=a.requires,
         after=a.after,
         after_timeout=dur(a.after_timeout, "--after-timeout"),
+        services=a.service,
         run_key=a.run_key,
         strict=a.strict,
     )
@@ -273,6 +278,8 @@ def checked_spec(a: Args):  # -> JobSpec
         validate_id(a.run_id, "run id (--run-id)")
     for t in spec.tags:
         validate_id(t, "tag (--tag)")
+    for name in spec.services:
+        validate_id(name, "service name (--service)")
     if spec.output_warn:
         from runtools.output.capture import compile_warnings
 

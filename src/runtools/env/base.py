@@ -107,6 +107,13 @@ class Tx(ABC):
     def publish_after_commit(self, event: Event) -> None:
         self.events.append(event)
 
+    def now(self) -> float:
+        """The environment's clock (epoch seconds), read inside the transaction: time-based
+        decisions (service rates) of every process and host use this one clock."""
+        import time
+
+        return time.time()
+
 
 class Lease(ABC):
     """Held by the live process of a run; released explicitly or by the run's death."""

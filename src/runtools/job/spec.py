@@ -41,6 +41,7 @@ _SPEC_DEFAULTS: dict[str, object] = {
     "requires": list,
     "after": list,
     "after_timeout": None,
+    "services": list,  # --service NAME (repeatable): shared rate/concurrency limits (job.service)
     # start-once
     "run_key": None,
     "strict": False,
@@ -75,6 +76,7 @@ class JobSpec:
     requires: list[str]
     after: list[str]
     after_timeout: float | None
+    services: list[str]
     run_key: str | None
     strict: bool
     extra: dict[str, Any]
@@ -108,15 +110,20 @@ def admission_phases(spec: JobSpec) -> list[AdmissionPhase]:
 
 
 def coordination_phases(spec: JobSpec, job_id: str) -> list[Phase]:
-    """approval -> dependency/await -> queue -> mutex (outer to inner)."""
+    """approval -> dependency/await -> queue -> mutex -> service (outer to inner)."""
     wants = (
         spec.pending or spec.approval or spec.requires or spec.after or spec.max_concurrent or spec.mutual_exclusion
     )
-    if not wants:
-        return []
-    from runtools.job.coordination import phases_for
+    out: list[Phase] = []
+    if wants:
+        from runtools.job.coordination import phases_for
 
-    return phases_for(spec, job_id)
+        out = phases_for(spec, job_id)
+    if spec.services:
+        from runtools.job.service import ServiceAdmission
+
+        out.append(ServiceAdmission(spec.services))
+    return out
 
 
 def build_run(env: Environment, spec: JobSpec, execution: ExecutionPhase | None = None, **kw: Any) -> JobRun:

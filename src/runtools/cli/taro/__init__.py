@@ -35,6 +35,8 @@ VERBS = {
     "env": "env",
     # start-once
     "unlock": "unlock",
+    # shared rate/concurrency limits (issue 12)
+    "service": "service",
     # many hosts
     "serve": "serve",
     # operator comfort (issue 11)
