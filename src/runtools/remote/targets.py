@@ -69,23 +69,11 @@ def parse_target(text: str) -> Target:
 
 
 def config() -> dict[str, Any]:
-    """The [remote] table of the config file in use (empty without one)."""
-    from runtools.cli.taro.config import find_config
+    """The [remote] table of the config file in use (runtools.config: checked, cached; empty
+    without a file)."""
+    from runtools.config import load
 
-    path = find_config()
-    if path is None:
-        return {}
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot read the config file {path}: {e}") from None
-    remote = data.get("remote") or {}
-    if not isinstance(remote, dict):
-        raise UsageError(f"{path}: [remote] must be a table")
-    return remote
+    return load().section("remote")
 
 
 def expand(values: list[str], cfg: dict[str, Any]) -> list[Target]:
