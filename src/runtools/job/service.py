@@ -25,6 +25,7 @@ What a record carries in `run.coord`:
     service_ticket    its FIFO ticket, taken on first waiting
     service_wait      {name: ticket} while waiting
     service_hold      {name: slots} while holding concurrency slots (1 per service for a run)
+    service_since     when it began to wait (environment clock)
     service_at        the admission time (environment clock)
 """
 
@@ -148,6 +149,22 @@ def rate_room(d: dict[str, Any], starts: list[list[float]], now: float) -> tuple
                     nxt = at if nxt is None else max(nxt, at)
                     break
     return (max(room, 0) if room is not None else 1 << 30), nxt
+
+
+def slot_time(d: dict[str, Any], starts: list[list[float]], now: float, m: int) -> float:
+    """When the m-th start from now (m >= 1) is allowed by every rate, if the ones before it
+    take their slots as soon as they can (environment clock; `now` when there is room)."""
+    at = now
+    for count, period, _text in d.get("rates") or []:
+        inside = sorted((s for s in starts if s[0] + period > now), key=lambda s: s[0])
+        need = sum(int(s[1]) for s in inside) + m - int(count)  # this many must leave the window
+        for t, n in inside:
+            if need <= 0:
+                break
+            need -= int(n)
+            if need <= 0:
+                at = max(at, t + period)
+    return at
 
 
 def record_start(tx: Tx, name: str, d: dict[str, Any], log: dict[str, Any], now: float, n: int, who: str,
@@ -310,6 +327,11 @@ class ServiceAdmission(Phase):
                 blocked.append(f"service {n}: {len(ahead)} ahead in line (next: {ahead[0].instance_id})")
                 wake_ids.add(last.instance_id)
                 watch.append(last)
+                if d.get("rates") and not d.get("concurrent"):  # be awake when our own slot comes,
+                    log = logs[n] = tx.get_setting(SERVICE_LOG, n) or {}  # not one wake-up after another
+                    due = slot_time(d, log.get("starts") or [], now, len(ahead) + 1)
+                    if due > now:
+                        timer = due - now if timer is None else min(timer, due - now)
                 continue
             conc = d.get("concurrent")
             if conc:
@@ -350,6 +372,7 @@ class ServiceAdmission(Phase):
         if first:
             ticket = take_ticket(tx)
             run.coord["service_ticket"] = ticket
+            run.coord["service_since"] = now  # when it began to wait (environment clock)
             run.coord["service_wait"] = {n: ticket for n in self.names}
         detail = "WAITING " + "; ".join(blocked)
         if run.state is not State.WAITING or run.detail != detail or first:

@@ -354,6 +354,11 @@ class PgTx(Tx):
                                   (kind,)).fetchall()
         return {k: loads(v) for k, v in found}
 
+    def now(self) -> float:
+        """The database server's clock, read after the environment's transaction lock was taken:
+        every host decides on this one clock (services' rate windows)."""
+        return float(self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
 
 class _Transaction:
     """`with env.transaction() as tx`: BEGIN; the environment's advisory xact lock; ...; NOTIFY the
