@@ -357,7 +357,9 @@ class PgTx(Tx):
     def now(self) -> float:
         """The database server's clock, read after the environment's transaction lock was taken:
         every host decides on this one clock (services' rate windows)."""
-        return float(self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        row = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+        assert row is not None
+        return float(row[0])
 
 
 class _Transaction:
