@@ -2,7 +2,7 @@
 
 Every test gets its own `$RUNTOOLS_HOME` (under pytest's tmp_path), its own short
 `$XDG_RUNTIME_DIR` under /tmp (Unix socket paths stay far below the ~107 byte limit), its own
-`$XDG_CONFIG_HOME`, and no `$RUNTOOLS_ENV`. Subprocesses inherit all of that.
+`$XDG_CONFIG_HOME` and `$XDG_CACHE_HOME`, and no `$RUNTOOLS_ENV`. Subprocesses inherit all of that.
 
 Fixtures:
     home        Path of the isolated $RUNTOOLS_HOME (autouse: always active).
@@ -243,6 +243,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RUNTOOLS_HOME", str(h))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # parsed config, plugin list
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("RUNTOOLS_ENV", raising=False)
     if os.environ.get("RUNTOOLS_TEST_ENV") == "postgres":  # the CLI suites on a postgres environment

@@ -76,6 +76,7 @@ class Config:
         self.path = path
         self.data: dict[str, Any] = data or {}
         self.lines = lines or {}
+        self.secs: dict[tuple[str, ...], float] = {}  # every duration of the file, in seconds (checked)
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, section: str, key: str) -> Any:
@@ -115,20 +116,52 @@ class Config:
         jobs = self.section("jobs")
         if not jobs:
             return []
-        from fnmatch import fnmatchcase
-
-        return [(pat, opts) for pat, opts in jobs.items() if fnmatchcase(job_id, pat)]
+        return [(pat, opts) for pat, opts in jobs.items() if glob_match(job_id, pat)]
 
     def environments(self) -> dict[str, dict[str, Any]]:
         return self.section("environments")
 
     def duration(self, section: str, key: str) -> float | None:
-        v = self.get(section, key)
-        if v is None:
-            return None
-        from runtools.model.durations import parse_duration
+        """A duration setting in seconds (parsed when the file was checked; no `re` here)."""
+        secs = self.secs.get((section, key))
+        if secs is not None:
+            return secs
+        if key in self.section(section):
+            from runtools.model.durations import parse_duration
 
-        return parse_duration(v, f"{section}.{key}")
+            return parse_duration(self.section(section)[key], f"{section}.{key}")
+        return DEFAULT_SECONDS.get((section, key))
+
+
+#: the duration defaults of DEFAULTS, in seconds
+DEFAULT_SECONDS = {("retention", "interval"): 3600.0, ("plugins", "timeout"): 2.0}
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """fnmatchcase without importing `re` (which `run job` otherwise never needs): * ? [...] [!...]."""
+    if not any(c in pattern for c in "*?["):
+        return name == pattern
+    if "[" in pattern:
+        from fnmatch import fnmatchcase
+
+        return fnmatchcase(name, pattern)
+    return _star(name, 0, pattern, 0)
+
+
+def _star(s: str, i: int, p: str, j: int) -> bool:
+    while j < len(p):
+        c = p[j]
+        if c == "*":
+            while j < len(p) and p[j] == "*":
+                j += 1
+            if j == len(p):
+                return True
+            return any(_star(s, k, p, j) for k in range(i, len(s) + 1))
+        if i >= len(s) or (c != "?" and c != s[i]):
+            return False
+        i += 1
+        j += 1
+    return i == len(s)
 
 
 _cache: dict[str, Config] = {}
@@ -144,12 +177,61 @@ def load(path: str | None = None) -> Config:
         st = os.stat(path)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    key = f"{path}\0{st.st_mtime_ns}\0{st.st_size}"
+    key = f"{path}\0{st.st_mtime_ns}\0{st.st_size}\0{st.st_ino}"
     cfg = _cache.get(key)
     if cfg is None:
-        from runtools.config_schema import parse_file
+        cfg = _cache[key] = _from_disk_cache(path, key)
+    return cfg
 
-        cfg = _cache[key] = parse_file(path)
+
+#: bump when what a parsed config holds changes shape
+_CACHE_VERSION = 2
+
+
+def _from_disk_cache(path: str, key: str) -> Config:
+    """The parsed and checked config, kept in $XDG_CACHE_HOME/runtools/ as a marshal file:
+    importing tomllib alone costs `run job` ~8 ms; reading the cache costs ~0.1 ms. The cache is
+    keyed by the file's path, mtime, size and inode and by the mtimes of the modules that check
+    it, and is written owner-only (it may hold secrets)."""
+    import marshal
+
+    here = os.path.dirname(__file__)
+    try:
+        code = "".join(str(os.stat(os.path.join(here, m)).st_mtime_ns) for m in ("config_schema.py", "cli/run.py"))
+    except OSError:
+        code = "?"
+    full = f"{_CACHE_VERSION}\0{key}\0{code}"
+    from _blake2 import blake2b
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = os.path.join(base, "runtools", f"config-{blake2b(path.encode(), digest_size=12).hexdigest()}.bin")
+    try:
+        with open(cache, "rb") as f:
+            stored_key, data, lines, secs = marshal.load(f)
+        if stored_key == full and os.stat(cache).st_uid == os.getuid():
+            cfg = Config(path, data, lines)
+            cfg.secs = secs
+            return cfg
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    from runtools.config_schema import parse_file
+
+    cfg = parse_file(path)
+    try:
+        blob = marshal.dumps((full, cfg.data, cfg.lines, cfg.secs))
+    except ValueError:  # TOML dates are not marshallable: no disk cache for this file
+        return cfg
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, blob)
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
     return cfg
 
 
@@ -168,12 +250,15 @@ def apply_job_defaults(a: Any, cfg: Config | None = None) -> list[str]:
     from runtools.model.ids import job_id_from_command
 
     job_id = a.job_id or job_id_from_command(cmd)
+    matching = cfg.job_defaults(job_id)
+    if not matching:
+        return []
     from runtools.config_schema import job_options
 
     opts = job_options()
     applied = []
     cli_set = {dest for dest in opts if getattr(a, dest) not in (None, False, [])}
-    for pattern, table in cfg.job_defaults(job_id):
+    for pattern, table in matching:
         applied.append(pattern)
         for key, value in table.items():
             dest = key.replace("-", "_")

@@ -263,7 +263,7 @@ def _dur(cfg: Config, kp: tuple[str, ...], v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise _fail(cfg, kp, f'must be a duration such as "30s", "2h", "7d", not {v!r}')
     try:
-        parse_duration(v, ".".join(kp))
+        cfg.secs[kp] = parse_duration(v, ".".join(kp))
     except UsageError:
         raise _fail(cfg, kp, f'{v!r} is not a duration: use e.g. "90", "30s", "10m", "2h", "7d"') from None
 

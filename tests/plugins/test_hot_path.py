@@ -23,8 +23,13 @@ def test_run_job_without_config_imports_no_hook_machinery(cli):
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 
-def test_a_config_without_hooks_parses_toml_but_loads_no_hooks(cli):
-    (cli.cwd / "runtools.toml").write_text('[jobs."x*"]\ntimeout = "1h"\n')
+def test_a_config_without_hooks_is_parsed_once_and_loads_no_hooks(cli):
+    (cli.cwd / "runtools.toml").write_text('[jobs."x*"]\ntimeout = "1h"\n\n[retention]\nkeep = 100\n')
     mods = _imported(cli)
-    assert "tomllib" in mods
-    assert not mods & {"runtools.plugins", "importlib.metadata", "urllib.request", "textual", "rich"}
+    assert "tomllib" in mods  # the first run parses the file (~8 ms of imports) ...
+    assert "runtools.plugins.hub" in mods  # the hook point, for automatic retention
+    assert not mods & {"importlib.metadata", "urllib.request", "textual", "rich", "runtools.eventlog"}
+    mods = _imported(cli)  # ... later runs read the parsed, checked config from the cache
+    assert not mods & {"tomllib", "re", "runtools.config_schema", "importlib.metadata", "urllib.request"}, mods
+    (cli.cwd / "runtools.toml").write_text('[jobs."x*"]\ntimeout = "2h"\n')  # changed: parsed again
+    assert "tomllib" in _imported(cli)
