@@ -136,9 +136,17 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
     """At most once per interval per environment: start the detached retention worker.
     Cheap: one stat when it is not due. True if a worker was started."""
     settings = auto_settings(cfg)
-    directory = getattr(env, "dir", None)
-    if settings is None or directory is None:
+    if settings is None:
         return False
+    directory = getattr(env, "dir", None)
+    spec = directory
+    if directory is None:  # a shared environment: by its name (taro env add / [environments]), never a URL
+        name = str(getattr(env, "name", "") or "")
+        if not name or "://" in name or "/" in name:
+            return False
+        from runtools.env.local.paths import runtools_home
+
+        spec, directory = name, runtools_home()
     for pid in list(_children):
         try:
             if os.waitpid(pid, os.WNOHANG)[0]:
@@ -146,7 +154,7 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
         except ChildProcessError:
             _children.remove(pid)
     interval = settings[2]
-    stamp = os.path.join(directory, STAMP)
+    stamp = os.path.join(directory, STAMP if spec == directory else f"{STAMP}-{spec}")
     now = time.time()
     try:
         if now - os.stat(stamp).st_mtime < interval:
@@ -171,7 +179,7 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
         return False
     import sys
 
-    argv = [sys.executable, "-m", "runtools.retention", directory]
+    argv = [sys.executable, "-m", "runtools.retention", str(spec)]
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
@@ -186,8 +194,8 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
     return True
 
 
-def run_auto(directory: str) -> int:
-    """The detached worker: apply [retention] to the environment in `directory`."""
+def run_auto(spec: str) -> int:
+    """The detached worker: apply [retention] to the environment `spec` (a directory or a name)."""
     from runtools.config import load
     from runtools.env import open_environment
 
@@ -196,15 +204,10 @@ def run_auto(directory: str) -> int:
     if settings is None:
         return 0
     older_than, keep, _interval = settings
-    with open_environment(directory) as env:
-        removed = clean(env, None, older_than, keep)
+    with open_environment(spec) as env:
+        clean(env, None, older_than, keep)
         vacuum(env, str(cfg.get("retention", "vacuum")), manual=False)
-    log = os.path.join(directory, STAMP)
-    try:
-        os.utime(log)
-    except OSError:
-        pass
-    return 0 if removed is not None else 1
+    return 0
 
 
 if __name__ == "__main__":

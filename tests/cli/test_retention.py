@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 
 def _runs(cli, job: str, n: int) -> None:
     for i in range(n):
@@ -70,3 +72,17 @@ def test_automatic_retention_runs_at_most_once_per_interval(cli, wait_until):
     os.utime(stamp, (0, 0))  # an hour (and more) later
     assert cli.run("--id", "auto", "--", "true").returncode == 0
     wait_until(lambda: len(cli.history()) == 2, what="automatic retention ran again")
+
+
+def test_automatic_retention_of_a_named_postgres_environment(cli, wait_until):
+    server = pytest.importorskip("pg.server")
+    if server.unavailable():
+        pytest.skip(server.unavailable())
+    url = server.postgres_url()
+    assert cli.taro("env", "add", "shared", url).returncode == 0
+    for _ in range(3):
+        assert cli.run("-e", "shared", "--id", "pgjob", "--", "true").returncode == 0
+    (cli.cwd / "runtools.toml").write_text('[retention]\nkeep = 1\n')
+    assert cli.run("-e", "shared", "--id", "pgjob", "--", "true").returncode == 0
+    wait_until(lambda: len(cli.history("-e", "shared")) == 1, what="automatic retention on postgres")
+    assert (cli.home / ".retention-stamp-shared").exists()
