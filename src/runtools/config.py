@@ -186,6 +186,8 @@ def load(path: str | None = None) -> Config:
 
 #: bump when what a parsed config holds changes shape
 _CACHE_VERSION = 2
+#: the modules that check a config file: a cached config is checked again when one changes
+_CHECKERS = ("config_schema.py", "cli/run.py", "job/service.py")
 
 
 def _from_disk_cache(path: str, key: str) -> Config:
@@ -197,7 +199,7 @@ def _from_disk_cache(path: str, key: str) -> Config:
 
     here = os.path.dirname(__file__)
     try:
-        code = "".join(str(os.stat(os.path.join(here, m)).st_mtime_ns) for m in ("config_schema.py", "cli/run.py"))
+        code = "".join(str(os.stat(os.path.join(here, m)).st_mtime_ns) for m in _CHECKERS)
     except OSError:
         code = "?"
     full = f"{_CACHE_VERSION}\0{key}\0{code}"
