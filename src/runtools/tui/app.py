@@ -382,7 +382,8 @@ class DashApp(App):
         self.query_one("#active-caption", Label).update(
             f"active runs{which}: {len(shown)}" if shown else f"active runs{which}: none")
         self.query_one("#history-caption", Label).update(
-            f"recent history{which}: newest {len(self.history)}, newest first (Tab switches tables)")
+            f"recent history{which}: the {len(self.history)} newest, newest first (Tab switches tables)"
+            if self.history else f"recent history{which}: none")
         counts: dict[str, int] = {}
         for r in shown:
             s = r.state.value if r.state else r.stage.value
@@ -391,7 +392,7 @@ class DashApp(App):
         filt = f"   filter: {' '.join(self.patterns)}" if self.patterns else ""
         self.query_one("#status", Static).update(
             f"env {self.env_name}   {len(shown)} active" + (f" ({parts})" if parts else "")
-            + f"   history: newest {len(self.history)}{filt}   events: {self.events_seen}")
+            + f"   history: {len(self.history) or 'none'}{filt}   events: {self.events_seen}")
 
     # -- actions ---------------------------------------------------------------------------------
     def selected(self) -> RunRecord | None:
