@@ -213,7 +213,8 @@ def run_main(
 def add_env(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-e", "--env", metavar="ENV",
-        help="environment: a name under $RUNTOOLS_HOME (default: $RUNTOOLS_ENV or 'local'), or a directory path",
+        help="environment: a name (runtools.toml [environments], or under $RUNTOOLS_HOME) or a directory path "
+             "(default: $RUNTOOLS_ENV, else [defaults] env of runtools.toml, else 'local')",
     )
 
 

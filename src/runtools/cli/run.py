@@ -24,7 +24,8 @@ NOTIFY_FD_ENV = "RUNTOOLS_NOTIFY_FD"
 # (flags, dest, kind, metavar, help, group); kind: flag | value | append | int
 OPTIONS: list[tuple[tuple[str, ...], str, str, str | None, str, str]] = [
     (("-e", "--env"), "env", "value", "ENV",
-     "environment: a name under $RUNTOOLS_HOME (default $RUNTOOLS_ENV or 'local'), or a directory path", ""),
+     "environment: a name (runtools.toml [environments], or under $RUNTOOLS_HOME) or a directory path "
+     "(default: $RUNTOOLS_ENV, else [defaults] env of runtools.toml, else 'local')", ""),
     (("-j", "--id"), "job_id", "value", "JOB", "job id (default: command basename without extension)", ""),
     (("--run-id",), "run_id", "value", "ID", "run id (default: generated, sorts by time)", ""),
     (("--tag",), "tag", "append", "TAG", "tag the run (repeatable)", ""),
