@@ -6,6 +6,7 @@ import getpass
 import os
 import sys
 
+from runtools.cli.common import say
 from runtools.cli.views import add_common, add_patterns, env_of
 
 TYPE_CHECKING = False  # argparse only for annotations: taro verbs parse with cli.fastparse
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     failed += 1
                 continue
             if not resp.get("ok"):
-                sys.stderr.write(f"taro: {r.instance_id}: {resp.get('error')}\n")
+                say(f"taro: {r.instance_id}: {resp.get('error')}")
                 failed += 1
             else:
                 sys.stdout.write(f"{'interrupting' if args.interrupt else 'stopping'} {r.instance_id}\n")
@@ -80,13 +81,13 @@ def _stop_orphan(env, r, interrupt: bool, by: str, grace: float) -> bool:
         return True
     ended = env.stop_orphan(current, interrupt, by, grace)
     if ended is None:
-        sys.stderr.write(f"taro: {r.instance_id}: no control socket answers, and its command cannot be told "
-                         f"safely from another process (its wrapper, pid {current.pid}, may be alive: same host "
-                         "and XDG_RUNTIME_DIR?)\n")
+        say(f"taro: {r.instance_id}: no control socket answers, and its command cannot be told "
+            f"safely from another process (its wrapper, pid {current.pid}, may be alive: same host "
+            "and XDG_RUNTIME_DIR?)")
         return False
     if ended.active:
-        sys.stderr.write(f"taro: {r.instance_id}: its wrapper was gone; its command's process group was "
-                         "signalled, but a process that left the group still holds the run\n")
+        say(f"taro: {r.instance_id}: its wrapper was gone; its command's process group was "
+            "signalled, but a process that left the group still holds the run")
         return False
     from runtools.model.status import Status
 

@@ -241,8 +241,10 @@ def storage_error(e: BaseException, path: str) -> BackendError:
     name = getattr(e, "sqlite_errorname", "") or ""
     msg = str(e)
     if _is_busy(e):
+        from runtools.model.text import shell_quote
+
         return BackendError(f"{path} is busy: another process has held its write lock for more than "
-                            f"{busy_timeout():g}s; try again once it is done (`fuser {path}` shows it)")
+                            f"{busy_timeout():g}s; try again once it is done (`fuser {shell_quote(path)}` shows it)")
     if _is_read_only(e):
         return BackendError(_access_problem(path))
     if name.startswith("SQLITE_FULL") or "disk is full" in msg:
