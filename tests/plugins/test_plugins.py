@@ -49,6 +49,7 @@ def installed(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "site"
     (site / "rtplug-1.0.dist-info").mkdir(parents=True)
     (site / "rtplug.py").write_text(PLUGIN)
+    (site / "rtslow.py").write_text("import time\ntime.sleep(60)\nclass X:\n    def on_ended(self, run): pass\n")
     (site / "rtplug-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: rtplug\nVersion: 1.0\n")
     (site / "rtplug-1.0.dist-info" / "entry_points.txt").write_text(textwrap.dedent("""\
         [runtools.plugins]
@@ -57,19 +58,22 @@ def installed(tmp_path: Path) -> dict[str, str]:
         hanger = rtplug:Hanger
         nothing = rtplug:Nothing
         missing = rtplug_not_there:X
+        slowimport = rtslow:X
         """))
     return {"PYTHONPATH": str(site), "PLUGIN_LOG": str(tmp_path / "plugin.log"), "XDG_CACHE_HOME": str(tmp_path / "c")}
 
 
 def test_taro_plugins_lists_what_is_installed_and_whether_it_loads(cli, installed):
+    (cli.cwd / "runtools.toml").write_text('[plugins]\ntimeout = "0.5s"\n')
     rows = {r["name"]: r for r in json.loads(cli.taro("plugins", "--json", env=installed).stdout)}
-    assert set(rows) == {"recorder", "raiser", "hanger", "nothing", "missing"}
+    assert set(rows) == {"recorder", "raiser", "hanger", "nothing", "missing", "slowimport"}
     assert rows["recorder"]["loads"] and rows["recorder"]["hooks"] == ["on_created", "on_state_changed", "on_ended",
                                                                       "on_warning"]
     assert not rows["missing"]["loads"] and "ModuleNotFoundError" in rows["missing"]["error"]
     assert not rows["nothing"]["loads"] and "none of the hooks" in rows["nothing"]["error"]
+    assert rows["slowimport"]["error"] == "did not load within 0.5s"
     assert not any(r["enabled"] for r in rows.values())
-    (cli.cwd / "runtools.toml").write_text('[plugins]\nenabled = true\nonly = ["recorder"]\n')
+    (cli.cwd / "runtools.toml").write_text('[plugins]\nenabled = true\nonly = ["recorder"]\ntimeout = "0.5s"\n')
     text = cli.taro("plugins", env=installed).stdout
     assert "recorder             enabled " in text and "raiser               disabled" in text
 
@@ -91,6 +95,7 @@ def test_hooks_are_called_and_bad_plugins_never_break_or_delay_a_run(cli, instal
     assert err.count("plugin raiser") == 1 and "raised RuntimeError: boom" in err  # once, then skipped
     assert err.count("plugin hanger") == 1 and "did not return within 0.5s" in err
     assert err.count("plugin missing does not load") == 1
+    assert err.count("plugin slowimport does not load: did not return within 0.5s") == 1  # an import that hangs
     warnings = run["warnings"]
     assert any(w.startswith("plugin raiser on_created raised RuntimeError: boom") for w in warnings)
     assert any(w.startswith("plugin hanger on_created did not return") for w in warnings)

@@ -92,17 +92,3 @@ def load_one(value: str) -> Any:
     if not any(callable(getattr(obj, h, None)) for h in HOOKS):
         raise TypeError(f"has none of the hooks {', '.join(HOOKS)}")
     return obj
-
-
-def load_enabled(cfg: Any) -> tuple[list[tuple[str, Any]], list[str]]:
-    """([(name, plugin)], [problems]) for the plugins the config enables."""
-    only = cfg.section("plugins").get("only")
-    plugins, problems = [], []
-    for name, value, _dist in discover():
-        if only is not None and name not in only:
-            continue
-        try:
-            plugins.append((name, load_one(value)))
-        except Exception as e:
-            problems.append(f"plugin {name} does not load: {type(e).__name__}: {e}")
-    return plugins, problems

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from runtools.model.events import Event
 
 LONGER = "longer than usual"
+DISCOVERY_S = 10.0
 _STOP = object()
 
 
@@ -57,22 +58,21 @@ class Hub:
         self.timer: Any = None
         self.queue: Any = None
         self.worker_done = _thread.allocate_lock()
+        self.loaded = _thread.allocate_lock()  # released once the plugins are loaded (or none are wanted)
+        self.loaded.acquire()
+        self.load_until = time.monotonic() + DISCOVERY_S  # moved on once the entry points are known
         if cfg.get("eventlog", "enabled"):
             from runtools.eventlog import EventLog
 
             self.eventlog = EventLog.from_config(env, cfg)
         self.plugin_timeout = cfg.duration("plugins", "timeout") or 2.0
-        if cfg.get("plugins", "enabled"):
-            from runtools.plugins import load_enabled
-
-            self.plugins, problems = load_enabled(cfg)
-            self.problems += problems
+        self.want_plugins = bool(cfg.get("plugins", "enabled"))  # loaded by the worker: an import may hang
         if cfg.section("notifiers"):
             from runtools.plugins.notifiers import from_config
 
             self.notifiers = from_config(cfg)
         self.longer = cfg.get("longer_than_usual", "enabled")
-        if self.plugins or self.notifiers or self.longer or self.problems:
+        if self.want_plugins or self.notifiers or self.longer:
             from queue import SimpleQueue
 
             self.queue = SimpleQueue()
@@ -102,7 +102,10 @@ class Hub:
             self.timer.cancel()
         if self.queue is not None:
             self.queue.put(_STOP)
-            bound = max([self.plugin_timeout, *(n.timeout for n in self.notifiers)]) + 0.5
+            while not self.loaded.acquire(timeout=0.05):  # plugins still loading: bounded, see _load_plugins
+                if time.monotonic() >= self.load_until:
+                    break
+            bound = max([self.plugin_timeout, *(n.timeout for n in self.notifiers)]) + self.plugin_timeout + 0.5
             if not self.worker_done.acquire(timeout=bound):
                 self._problem(f"hooks still busy after {bound:g}s: the run's end did not wait for them")
         hubs = getattr(self.env, "_rt_hubs", None)
@@ -118,6 +121,13 @@ class Hub:
     # -- the worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
         try:
+            if self.want_plugins:
+                try:
+                    self._load_plugins()
+                finally:
+                    self.loaded.release()
+            else:
+                self.loaded.release()
             while True:
                 ev = self.queue.get()
                 if ev is _STOP:
@@ -162,25 +172,52 @@ class Hub:
                 if callable(fn):
                     self._call(name, hook, fn, args)
 
-    def _call(self, name: str, hook: str, fn: Any, args: tuple) -> None:
+    def _bounded(self, fn: Any, *args: Any, timeout: float | None = None) -> tuple[str | None, Any]:
+        """(None, result) or (why not, None): `fn(*args)` in its own thread, at most `timeout`
+        (default: the plugin timeout)."""
+        timeout = self.plugin_timeout if timeout is None else timeout
         done = _thread.allocate_lock()
         done.acquire()
+        box: list[Any] = []
         failure: list[str] = []
 
         def target() -> None:
             try:
-                fn(*args)
+                box.append(fn(*args))
             except BaseException as e:
-                failure.append(f"{type(e).__name__}: {e}")
+                failure.append(f"raised {type(e).__name__}: {e}")
             finally:
                 done.release()
 
         _thread.start_new_thread(target, ())
-        if not done.acquire(timeout=self.plugin_timeout):
-            self._drop(name, f"plugin {name} {hook} did not return within {self.plugin_timeout:g}s: "
-                             "skipped for the rest of this run")
-        elif failure:
-            self._drop(name, f"plugin {name} {hook} raised {failure[0]}: skipped for the rest of this run")
+        if not done.acquire(timeout=timeout):
+            return f"did not return within {timeout:g}s", None
+        if failure:
+            return failure[0], None
+        return None, box[0] if box else None
+
+    def _load_plugins(self) -> None:
+        from runtools.plugins import discover, load_one
+
+        only = self.cfg.section("plugins").get("only")
+        why, found = self._bounded(discover, timeout=DISCOVERY_S)  # a cold scan of site-packages: slow once
+        if why:
+            self.problems.append(f"looking for plugins {why}")
+            return
+        self.load_until = time.monotonic() + len(found) * self.plugin_timeout + 0.5
+        for name, value, _dist in found:
+            if only is not None and name not in only:
+                continue
+            why, plugin = self._bounded(load_one, value)
+            if why:
+                self.problems.append(f"plugin {name} does not load: {why.removeprefix('raised ')}")
+            else:
+                self.plugins.append((name, plugin))
+
+    def _call(self, name: str, hook: str, fn: Any, args: tuple) -> None:
+        why, _ = self._bounded(fn, *args)
+        if why:
+            self._drop(name, f"plugin {name} {hook} {why}: skipped for the rest of this run")
 
     def _drop(self, name: str, why: str) -> None:
         self.plugins = [(n, p) for n, p in self.plugins if n != name]

@@ -25,15 +25,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load()
     on = bool(cfg.get("plugins", "enabled"))
     only = cfg.section("plugins").get("only")
+    timeout = cfg.duration("plugins", "timeout") or 2.0
     rows: list[dict[str, Any]] = []
     for name, value, dist in discover(fresh=True):
         row = {"name": name, "value": value, "distribution": dist, "loads": True, "error": None,
                "enabled": on and (only is None or name in only), "hooks": []}
-        try:
-            obj = load_one(value)
+        why, obj = _bounded(load_one, value, timeout)
+        if why:
+            row["loads"], row["error"] = False, why
+        else:
             row["hooks"] = [h for h in HOOKS if callable(getattr(obj, h, None))]
-        except Exception as e:
-            row["loads"], row["error"] = False, f"{type(e).__name__}: {e}"
         rows.append(row)
     if args.json:
         from runtools.cli.common import print_json
@@ -50,3 +51,24 @@ def run(args: argparse.Namespace) -> int:
     if rows and not on:
         sys.stdout.write("plugins are off: set [plugins] enabled = true in runtools.toml\n")
     return 0
+
+
+def _bounded(fn: Any, arg: Any, timeout: float) -> tuple[str | None, Any]:
+    """(None, fn(arg)) or (why not, None), waiting at most `timeout` (an import may hang)."""
+    import threading
+
+    box: list[Any] = []
+    failure: list[str] = []
+
+    def target() -> None:
+        try:
+            box.append(fn(arg))
+        except BaseException as e:
+            failure.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return f"did not load within {timeout:g}s", None
+    return (failure[0], None) if failure else (None, box[0])
