@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,11 +126,19 @@ def template(base: Path) -> Path:
         p = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
     assert {"runs.db", "orchesjob.db"} <= set(os.listdir(env_dir))
-    for db in ("runs.db", "orchesjob.db"):  # fold a WAL left behind into the file: damage must hit it
-        c = sqlite3.connect(env_dir / db)
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        c.close()
-    assert not [n for n in os.listdir(env_dir) if n.endswith(("-wal", "-shm"))]
+    # fold a WAL left behind into the file: damage must hit it. orchesjob's worker may still hold its
+    # database open for a moment after --sync answered, and the WAL goes only with the last connection.
+    deadline = time.monotonic() + 15
+    while True:
+        for db in ("runs.db", "orchesjob.db"):
+            c = sqlite3.connect(env_dir / db)
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.close()
+        left = [n for n in os.listdir(env_dir) if n.endswith(("-wal", "-shm"))]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the poll interval of a deadline loop
+    assert not left, left
     return env_dir.rename(base / "template")
 
 
