@@ -83,6 +83,7 @@ class Cue:
         retry_delay: float = 0.1,
         recheck_interval: float = 0.05,
         keep_finished: int = 100_000,
+        env: Any = None,
     ) -> None:
         self.pending_warn_after = pending_warn_after
         self.pending_timeout = pending_timeout
@@ -138,11 +139,20 @@ class Cue:
         self._recheck_gap = 0.005
 
         self._watch = Watchdog(self)
+        self._env = env  # Cue(env="local" | name | path | postgresql:// URL | Environment): shared services
+        self._shared: Any = None  # runtools.cue.shared._Client, once a service is shared
 
     # ------------------------------------------------------------------ setup
 
-    def service(self, name: str, *, rate: str | None = None, concurrent: int | None = None) -> None:
-        """Declare (or redefine the limits of) a service that tasks can use."""
+    def service(self, name: str, *, rate: str | None = None, concurrent: int | None = None,
+                shared: bool = False) -> None:
+        """Declare (or redefine the limits of) a service that tasks can use.
+
+        `shared=True`: the limits are the environment's service `name` (Cue(env=...)), counted
+        together with every `run job --service name` and every other cue (docs/services.md)."""
+        if shared:
+            self._share(name, rate, concurrent)
+            return
         window = RateWindow(*parse_rate(rate)) if rate is not None else None
         if concurrent is not None and (not isinstance(concurrent, int) or concurrent < 1):
             raise ValueError(f"invalid concurrent={concurrent!r} for service {name!r}: must be an int >= 1")
@@ -153,6 +163,27 @@ class Cue:
             svc.concurrent = concurrent
             svc.rate = window
             self._mark(svc)
+
+    def _share(self, name: str, rate: str | None, concurrent: int | None) -> None:
+        if rate is not None or concurrent is not None:
+            raise ValueError(f"service {name!r} is shared: its limits come from the environment "
+                             f"(taro service set {name} ...), not from rate=/concurrent=")
+        if self._env is None:
+            raise ValueError(f"service {name!r} is shared, but the cue has no environment: Cue(env='local')")
+        if self._shared is None:
+            from runtools.cue.shared import _Client
+
+            self._shared = _Client(self._env)
+        sr = self._shared.define(name)
+        svc = self._services.get(name)
+        if svc is None:
+            svc = self._services[name] = ServiceState(name, None, sr)
+        else:
+            svc.concurrent, svc.rate = None, sr
+            self._mark(svc)
+        sr.svc = svc
+        if self._started and self._loop is not None:
+            self._shared.start(self._loop, self._mark)
 
     def task(self, name: str, uses: str | None = None, retry: int = 1) -> Callable[[F], F]:
         """Register the decorated function (sync or async) as the handler of task `name`."""
@@ -243,6 +274,8 @@ class Cue:
         self._started = True
         self._accepting = True
         self._sched_task = loop.create_task(self._schedule_loop(), name="runcue-scheduler")
+        if self._shared is not None:
+            self._shared.start(loop, self._mark)
         self._mark_all()
         self._request_recheck(0.0)
         self._watch.start(loop.time())
@@ -295,6 +328,8 @@ class Cue:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
             self._executor_size = 0
+        if self._shared is not None:
+            self._shared.stop()
         for fut in self._joiners:
             if not fut.done():
                 fut.set_result(None)
@@ -735,6 +770,8 @@ class Cue:
         svc = entry.svc
         if svc is not None:
             svc.running -= 1
+            if svc.rate is not None and svc.rate.shared:
+                svc.rate.released()  # type: ignore[attr-defined]
             self._dirty.add(svc)
             self._kick()
             if self._waiting_total:

@@ -47,6 +47,7 @@ class RateWindow:
     """A sliding log of start times: O(1) amortized per check, exact in every window."""
 
     __slots__ = ("count", "period", "starts")
+    shared = False  # runtools.cue.shared.SharedRate stands in for a window shared through an environment
 
     def __init__(self, count: int, period: float) -> None:
         self.count = count

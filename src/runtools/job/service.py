@@ -31,7 +31,7 @@ What a record carries in `run.coord`:
 
 from __future__ import annotations
 
-import threading
+import _thread
 
 from runtools.job.phase import Phase, PhaseEnd, RunContext
 from runtools.model.events import Event
@@ -245,7 +245,7 @@ class ServiceAdmission(Phase):
     def __init__(self, names: list[str]) -> None:
         self.names = list(dict.fromkeys(names))
         self.coord: dict[str, Any] = {"services": self.names}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # not `threading`: an admitted run never needs it
         self._wake_ids: set[str] = set()
         self._seen: list[str] | None = None  # ids of events seen while a decision runs
 
@@ -255,6 +255,8 @@ class ServiceAdmission(Phase):
             wait = self._decide(tx, ctx)
         if wait is True:
             return
+        import threading
+
         sub = env.subscribe()
         stop = threading.Event()
         me = ctx.run.instance_id
