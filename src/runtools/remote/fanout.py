@@ -494,6 +494,11 @@ def main(argv: list[str], parse: Callable[[str, list[str]], Any]) -> int:
     if not rest:
         raise UsageError("taro -H TARGET VERB ...: name a verb (ps, history, stats, tail, ...)")
     verb, raw = rest[0], rest[1:]
+    if verb == "dash":  # one dashboard over these hosts (runtools.tui.remote)
+        from runtools.cli.taro.dash import run_hosts
+
+        a = parse(verb, raw)
+        return run_hosts([*hosts, *a.host], a.host_timeout or timeout, a.patterns, a.env)
     if verb not in SUPPORTED:
         raise UsageError(f"taro -H: verb {verb!r} does not work across hosts; use one of {', '.join(SUPPORTED)}")
     args = parse(verb, raw)

@@ -158,6 +158,16 @@ class RunScreen(Screen):
         """The stored output's last lines, then (while the run is active) what it writes next."""
         r = self.run
         env = self.dash.env
+        remote = getattr(env, "remote_output", None)
+        if remote is not None:  # taro dash -H: the host streams it
+            try:
+                for line in remote(r, 200, r.active):
+                    if self.stop_follow.is_set():
+                        return
+                    self._post(line.decode("utf-8", "replace").rstrip("\n"))
+            except Exception as e:
+                self._post(f"(output: {e})")
+            return
         follow = None
         offsets: dict[str, int] = {}
         if r.active:
@@ -302,6 +312,9 @@ class DashApp(App):
             batch, self.pending = self.pending, []
         if batch:
             self.apply(batch)
+        problems = getattr(self.env, "problems", None)  # taro dash -H: hosts that do not answer
+        while problems is not None and not problems.empty():
+            self.notify(problems.get(), severity="warning", timeout=8)
 
     def apply(self, events: list[Any]) -> None:
         """Apply a batch of events: the last state of each run wins."""
@@ -503,7 +516,8 @@ class DashApp(App):
             from runtools.cli.taro.gates import _send
 
             try:
-                resp = _send(self.env, r, request)
+                remote = getattr(self.env, "remote_control", None)  # taro dash -H: the host's API
+                resp = remote(r, op, request["by"]) if remote else _send(self.env, r, request)
             except Exception as e:
                 resp = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             if resp is None:
