@@ -90,6 +90,10 @@ def config_definitions() -> dict[str, dict[str, Any]]:
 
 def check_config_table(name: str, table: Any) -> str | None:
     """What is wrong with a [services.NAME] table, or None (for config_schema)."""
+    from runtools.model.ids import is_valid_id
+
+    if not is_valid_id(name):
+        return "a service name is 1-128 letters, digits, '_', '.', ':', '+' or '-'"
     if not isinstance(table, dict):
         return 'must be a table: [services.NAME] rate = "60/min", concurrent = 5'
     unknown = [k for k in table if k not in ("rate", "concurrent")]
