@@ -209,11 +209,13 @@ def _from_disk_cache(path: str, key: str) -> Config:
     cache = os.path.join(base, "runtools", f"config-{blake2b(path.encode(), digest_size=12).hexdigest()}.bin")
     try:
         with open(cache, "rb") as f:
-            stored_key, data, lines, secs = marshal.load(f)
-        if stored_key == full and os.stat(cache).st_uid == os.getuid():
-            cfg = Config(path, data, lines)
-            cfg.secs = secs
-            return cfg
+            st = os.fstat(f.fileno())
+            if st.st_uid == os.getuid() and not st.st_mode & 0o022:  # ours, and only ours to write
+                stored_key, data, lines, secs = marshal.load(f)
+                if stored_key == full:
+                    cfg = Config(path, data, lines)
+                    cfg.secs = secs
+                    return cfg
     except (OSError, ValueError, EOFError, TypeError):
         pass
     from runtools.config_schema import parse_file

@@ -158,3 +158,17 @@ def test_hostinfo_and_env_list_show_mask_passwords(configured, home):
     shown = json.loads(cli.taro("env", "show", "local", "--json").stdout)
     assert shown["exists"] and shown["database_bytes"] > 0
     assert cli.taro("env", "show", "nope").returncode == 3
+
+
+def test_config_show_job_lists_the_defaults_that_apply(configured):
+    cli = configured
+    path = cli.cwd / "runtools.toml"
+    text = cli.taro("config", "show", "--job", "backup-db").stdout.splitlines()
+    assert text[0] == "# run job defaults for backup-db (the command line wins over these)"
+    lines = {ln.split(" = ")[0]: ln for ln in text[1:]}
+    assert lines["timeout"].startswith('timeout = "1s"') and f'{path}:13 [jobs."backup*"]' in lines["timeout"]
+    assert lines["tag"].startswith('tag = ["nightly","all"]')
+    doc = json.loads(cli.taro("config", "show", "--job", "other", "--json").stdout)
+    assert doc == {"job_id": "other", "defaults": [
+        {"option": "tag", "value": ["all"], "source": f'{path}:17 [jobs."*"]'},
+        {"option": "time_warn", "value": "1h", "source": f'{path}:18 [jobs."*"]'}]}
