@@ -178,3 +178,19 @@ def test_a_waiting_run_can_be_stopped(cli, wait_until):
     assert cli.json("service", "show", "db")["waiting"] == []
     cli.release(holder)
     assert holder.wait(30) == 0
+
+
+def test_a_rate_limited_run_says_when_its_slot_comes(cli, wait_until):
+    import re
+
+    cli.taro("service", "set", "api", "--rate", "1/min", "--rate", "100/h")
+    assert cli.run("--id", "first", "--service", "api", "--", "true").returncode == 0
+    w = cli.spawn_run("--id", "second", "--service", "api", "--", "true")
+    wait_until(lambda: waiting(cli, "second"), what="second waiting")
+    detail = waiting(cli, "second")[0]["detail"]
+    assert re.fullmatch(r"WAITING service api: rate 1/min, 100/h, next slot in (59|60)\.\ds", detail), detail
+    show = cli.json("service", "show", "api")
+    assert [r["used"] for r in show["rate_use"]] == [1, 1] and 58 < show["next_slot_in_s"] <= 60
+    assert cli.taro("stop", "second").returncode == 0
+    w.wait(30)
+    assert records("second")[0].status is Status.CANCELLED

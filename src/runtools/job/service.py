@@ -333,8 +333,10 @@ class ServiceAdmission(Phase):
                 blocked.append(f"service {n}: {len(ahead)} ahead in line (next: {ahead[0].instance_id})")
                 wake_ids.add(last.instance_id)
                 watch.append(last)
-                if d.get("rates") and not d.get("concurrent"):  # be awake when our own slot comes,
-                    log = logs[n] = tx.get_setting(SERVICE_LOG, n) or {}  # not one wake-up after another
+                conc = d.get("concurrent")
+                if d.get("rates") and (not conc or in_use(active, n) + len(ahead) < int(conc)):
+                    # be awake when our own rate slot comes, not one wake-up after another
+                    log = logs[n] = tx.get_setting(SERVICE_LOG, n) or {}
                     due = slot_time(d, log.get("starts") or [], now, len(ahead) + 1)
                     if due > now:
                         timer = due - now if timer is None else min(timer, due - now)
