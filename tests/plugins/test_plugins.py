@@ -106,3 +106,26 @@ def test_no_config_no_plugin_scan(cli, installed):
     assert cli.run("--id", "x", "--", "true", env=installed).returncode == 0
     assert not (Path(installed["XDG_CACHE_HOME"]) / "runtools").exists()
     assert not Path(installed["PLUGIN_LOG"]).exists()
+
+
+def test_state_changes_decided_in_transactions_reach_plugins_on_postgres(cli, installed, wait_until):
+    server = pytest.importorskip("pg.server")
+    if server.unavailable():
+        pytest.skip(server.unavailable())
+    url = server.postgres_url()
+    (cli.cwd / "runtools.toml").write_text('[plugins]\nenabled = true\nonly = ["recorder"]\n')
+    holder = cli.spawn_gated("q", "-e", url, "--max-concurrent", "1")
+
+    def states() -> list[str]:
+        p = cli.taro("ps", "-e", url, "--json")
+        return [r["state"] for r in json.loads(p.stdout)] if p.returncode == 0 else []
+
+    wait_until(lambda: "EXECUTING" in states(), 20, "the holder to execute")
+    waiter = cli.spawn_run("-e", url, "--id", "q", "--max-concurrent", "1", "--", "true", env=installed)
+    wait_until(lambda: "QUEUED" in states(), 20, "the second run to queue")
+    cli.release(holder)
+    assert holder.wait(timeout=30) == 0 and waiter.wait(timeout=30) == 0
+    log = [json.loads(x) for x in Path(installed["PLUGIN_LOG"]).read_text().splitlines()]
+    changes = [x[1] for x in log if x[0] == "state"]
+    assert changes[:1] == ["queued"] and "executing" in changes, log
+    assert log[-1] == ["ended", "COMPLETED"]

@@ -39,8 +39,40 @@ def install(env: Any) -> dict[str, Hub]:
                 hub.event(ev)
 
         env.publish = publish
+        original_tx = env.transaction
+
+        def transaction() -> _TxWatch:
+            return _TxWatch(original_tx(), hubs)
+
+        # events decided inside a transaction (queued, waiting, approved, ...): a backend may send
+        # them itself (PostgreSQL NOTIFY) instead of through env.publish
+        env.transaction = transaction
         env._rt_hubs = hubs
     return hubs
+
+
+class _TxWatch:
+    """A transaction whose committed events also reach the hubs (duplicates are dropped there)."""
+
+    __slots__ = ("cm", "hubs", "tx")
+
+    def __init__(self, cm: Any, hubs: dict[str, Hub]) -> None:
+        self.cm = cm
+        self.hubs = hubs
+        self.tx: Any = None
+
+    def __enter__(self) -> Any:
+        self.tx = self.cm.__enter__()
+        return self.tx
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        result = self.cm.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            for ev in list(getattr(self.tx, "events", ()) or ()):
+                hub = self.hubs.get(ev.run.instance_id)
+                if hub is not None:
+                    hub.event(ev)
+        return result
 
 
 class Hub:
@@ -55,6 +87,7 @@ class Hub:
         self.problems: list[str] = []
         self.reported: set[str] = set()
         self.once: set[str] = set()
+        self.recent: list[Event] = []
         self.timer: Any = None
         self.queue: Any = None
         self.worker_done = _thread.allocate_lock()
@@ -84,6 +117,9 @@ class Hub:
 
     # -- on the run's threads: never blocks ----------------------------------------------------
     def event(self, ev: Event) -> None:
+        if any(e is ev for e in self.recent):  # the same event by publish and by its transaction
+            return
+        self.recent = [*self.recent[-31:], ev]
         if ev.event in ("created", "ended"):  # given by the runner too (postgres sends tx events itself)
             if ev.event in self.once:
                 return
