@@ -23,7 +23,7 @@ def test_candidates(cli):
     assert complete(cli, "taro", "stop", cur="!rep") == ["!report"]
     assert "--json" in complete(cli, "taro", "history", cur="--")
     assert complete(cli, "taro", "config", cur="") == ["list-disabled", "path", "show"]
-    assert complete(cli, "taro", "config", "show", cur="--") == ["--json", "--raw"]
+    assert complete(cli, "taro", "config", "show", cur="--") == ["--job", "--json", "--raw"]
     assert complete(cli, "taro", "ps", "-e", cur="lo") == ["local"]
     assert complete(cli, "run", cur="") == ["job", "completion"]
     assert "--mutual-exclusion" in complete(cli, "run", "job", cur="--mu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -9,7 +10,9 @@ import uuid
 import pytest
 
 pytest.importorskip("textual")
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+# CI never skips it (scripts/test installs tmux)
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
+                                reason="tmux is not installed (scripts/test installs it)")
 
 
 def test_dash_screen_in_tmux(cli, wait_until):
