@@ -100,12 +100,18 @@ def test_twenty_processes_never_exceed_the_rate_and_reach_it(cli):
     assert len(at) == 20 * per
     gaps = [at[i + limit] - at[i] for i in range(len(at) - limit)]
     assert min(gaps) >= 1.0, f"{limit + 1} admissions within {min(gaps):.4f}s"
-    # reached: a run that was waiting when a slot freed (the admission `limit` before it left
-    # the window) is admitted right then, not a fraction of the rate later
+    # reached: in the whole windows from the first admission while runs still waited, at least 90%
+    # of what the limit allows was admitted (a limit reached in part would show as ~50%), and a
+    # run waiting when a slot freed got it promptly (a starved process on 2 busy cores and the
+    # serialised decisions of a burst may take a few hundred ms; never a window)
+    k = int(at[-1] - at[0])
+    assert k >= 2
+    inside = sum(1 for t in at if t < at[0] + k)
+    assert inside >= 0.9 * k * limit, f"{inside} admissions in {k} windows of {limit}"
     late = [(j, at[j] - (at[j - limit] + 1.0)) for j in range(limit, len(at))
             if runs[j].coord.get("service_since", at[j]) < at[j - limit] + 1.0]
     assert len(late) >= len(at) // 2, "too few runs waited: the test did not hammer"
-    assert max(d for _j, d in late) < 0.25, f"slots left unused: {late}"
+    assert max(d for _j, d in late) < 1.0, f"slots left unused: {late}"
     starts = sorted(r.started_at for r in records("hammer"))
     assert all(b >= a for a, b in zip(at, starts, strict=True))  # executed after admission
 
