@@ -149,3 +149,41 @@ def test_a_killed_cue_frees_its_slots_at_once(cli, wait_until, tmp_path):
     assert run.coord["service_at"] - killed < 1.0
     (holder,) = records("runcue")
     assert holder.status is Status.LOST
+
+
+def test_a_cue_takes_its_place_in_line_behind_waiting_runs(cli, wait_until):
+    """concurrent 1, held by a run; a run waits; then a cue wants the service: it waits behind
+    that run (FIFO over runs and cues), and `taro service show` lists both in order."""
+    cli.taro("service", "set", "db", "--concurrent", "1")
+    holder = cli.spawn_gated("hold", "--service", "db")
+    cli.wait_state("hold", "EXECUTING")
+    first = cli.spawn_run("--id", "first", "--service", "db", "--", "true")
+    wait_until(lambda: cli.json("service", "show", "db")["waiting"], what="first waiting")
+    starts: list[float] = []
+    line: list[list[str]] = []
+
+    async def main() -> None:
+        cue = Cue(env=env_name())
+        cue.service("db", shared=True)
+
+        @cue.task("q", uses="db")
+        async def q(work):
+            starts.append(time.time())
+
+        cue.start()
+        await cue.submit("q", {})
+        for _ in range(200):  # the cue's lease transaction runs on its own thread
+            waiting = [w["instance_id"].split("@")[0] for w in cli.json("service", "show", "db")["waiting"]]
+            if len(waiting) == 2:
+                line.append(waiting)
+                break
+            await asyncio.sleep(0.05)
+        cli.release(holder)
+        await asyncio.wait_for(cue.join(), 30)
+        await cue.stop()
+
+    asyncio.run(main())
+    assert line == [["first", "runcue"]]
+    assert first.wait(30) == 0 and holder.wait(30) == 0
+    (run,) = records("first")
+    assert starts and run.coord["service_at"] < starts[0]

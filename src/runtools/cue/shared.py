@@ -323,7 +323,8 @@ class _Client:
             granted = want and free and (not sr.has_rate or k > 0 or have > 0) and (not sr.conc or held > running)
             if changed:
                 tx.put_setting(S.SERVICE_LOG, name, log)
-            wait = dict(rec.coord.get("service_wait") or {})
+            prev_wait = dict(rec.coord.get("service_wait") or {})
+            wait = dict(prev_wait)
             if want and not granted:
                 if name not in wait:
                     wait[name] = S.take_ticket(tx)
@@ -341,7 +342,7 @@ class _Client:
                 rec.coord["service_hold"] = hold
             else:
                 rec.coord.pop("service_hold", None)
-            if held != before or wait != (rec.coord.get("service_wait") or {}) or k:
+            if held != before or wait != prev_wait:
                 rec.detail = "runcue: " + ", ".join(
                     f"{n} {v} held" for n, v in sorted(hold.items())) if hold else "runcue: idle"
                 tx.update(rec)
