@@ -109,3 +109,27 @@ def test_a_thousand_active_runs_stay_responsive(home):
                 await pilot.press("q")
 
     asyncio.run(main())
+
+
+def test_a_killed_run_ends_lost_on_screen(cli, home):
+    """No event comes from a wrapper killed with its command: the dash waits on the lease."""
+    import os
+    import signal
+
+    p = cli.spawn_run("--id", "doomed", "--", "sleep", "60")
+    run = cli.wait_state("doomed")
+
+    async def main() -> None:
+        with open_environment(str(home / "local")) as env:
+            app = DashApp(env, env_name="local")
+            async with app.run_test(size=(120, 30)) as pilot:
+                assert rows(app, "active") == [run["instance_id"]]
+                child = app.active[run["instance_id"]].child_pid
+                os.killpg(p.pid, signal.SIGKILL)  # the wrapper, then its command (its own group, holding the lease)
+                os.killpg(child, signal.SIGKILL)
+                await until(pilot, lambda: rows(app, "history")[:1] == [run["instance_id"]], what="LOST on screen")
+                assert app.history[0].status.value == "LOST" and rows(app, "active") == []
+                await pilot.press("q")
+
+    asyncio.run(main())
+    p.wait(timeout=10)

@@ -24,6 +24,7 @@ from runtools.model.criteria import RunMatcher
 from runtools.model.run import RunRecord
 
 HISTORY_ROWS = 200
+MAX_WATCHED = 2000  # lease-watching threads at most (one per active local run)
 BATCH_S = 0.1
 ACTIVE_COLS = ("run", "state", "elapsed", "progress", "host")
 HISTORY_COLS = ("run", "status", "ended", "took", "note")
@@ -246,6 +247,9 @@ class DashApp(App):
         self.pending_lock = threading.Lock()
         self.sub: Any = None
         self.ready = threading.Event()  # subscribed: events from now on reach the screen
+        self.watched: set[str] = set()  # runs whose lease a thread waits on (local environments)
+        self.reap_lock = threading.Lock()
+        self.reap_needed = self.reaping = False
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -283,10 +287,53 @@ class DashApp(App):
                 pass
 
     # -- data ------------------------------------------------------------------------------------
+    def _watch(self, r: RunRecord) -> None:
+        """A local run whose wrapper is killed ends LOST without telling anyone: wait on its lease
+        (a blocked flock, no polling) and let `active_runs` record and publish its end."""
+        if getattr(self.env, "dir", None) is None or r.instance_id in self.watched or len(self.watched) >= MAX_WATCHED:
+            return
+        self.watched.add(r.instance_id)
+
+        def reap() -> None:
+            try:
+                self.env.wait_lease(r, None)
+                if r.instance_id in self.active:  # no end event yet: have it looked at
+                    self._reap_soon()
+            except Exception:
+                pass
+            finally:
+                self.watched.discard(r.instance_id)
+
+        threading.Thread(target=reap, daemon=True, name="dash-lease").start()
+
+    def _reap_soon(self) -> None:
+        """One `active_runs` (which ends runs without a lease LOST) for any number of freed leases."""
+        with self.reap_lock:
+            self.reap_needed = True
+            if self.reaping:
+                return
+            self.reaping = True
+
+        def loop() -> None:
+            while True:
+                with self.reap_lock:
+                    if not self.reap_needed or self.stopping.is_set():
+                        self.reaping = False
+                        return
+                    self.reap_needed = False
+                try:
+                    self.env.active_runs()
+                except Exception:
+                    pass
+
+        threading.Thread(target=loop, daemon=True, name="dash-reap").start()
+
     def _load(self) -> None:
         from runtools.env.base import RunQuery
 
         self.active = {r.instance_id: r for r in self.env.active_runs()}
+        for r in self.active.values():
+            self._watch(r)
         self.history = self.env.find_runs(RunQuery(matcher=self.matcher, active=False, limit=HISTORY_ROWS))
         self._fill_active()
         self._fill_history()
@@ -329,6 +376,8 @@ class DashApp(App):
             was = iid in self.active
             if r.active:
                 self.active[iid] = r
+                if not was:
+                    self._watch(r)
                 if not self.matcher(r):
                     continue
                 if was and iid in active.rows:
