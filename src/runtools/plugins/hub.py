@@ -147,6 +147,8 @@ class Hub:
         hubs = getattr(self.env, "_rt_hubs", None)
         if hubs is not None:
             hubs.pop(self.job.record.instance_id, None)
+        if not self.cfg.section("retention"):
+            return
         try:
             from runtools.retention import maybe_auto
 
