@@ -200,3 +200,26 @@ def test_a_rate_limited_run_says_when_its_slot_comes(cli, wait_until):
     assert cli.taro("stop", "second").returncode == 0
     w.wait(30)
     assert records("second")[0].status is Status.CANCELLED
+
+
+def test_a_run_passes_a_waiter_only_when_both_fit(cli, wait_until):
+    """`both` waits for b (full) and so stands in a's line too. `one` (only a, 2 slots) fits
+    beside it and goes; `two` would take the slot `both` waits for, so it waits."""
+    cli.taro("service", "set", "a", "--concurrent", "2")
+    cli.taro("service", "set", "b", "--concurrent", "1")
+    holder = cli.spawn_gated("hold", "--service", "b")
+    cli.wait_state("hold", "EXECUTING")
+    both = cli.spawn_run("--id", "both", "--service", "a", "--service", "b", "--", "true")
+    wait_until(lambda: waiting(cli, "both"), what="both waiting")
+    one = cli.spawn_gated("one", "--service", "a")
+    cli.wait_state("one", "EXECUTING")
+    two = cli.spawn_run("--id", "two", "--service", "a", "--", "true")
+    wait_until(lambda: waiting(cli, "two"), what="two waiting")
+    assert waiting(cli, "two")[0]["detail"].startswith("WAITING service a: 1 ahead in line (next: both@")
+    cli.release(holder)
+    assert both.wait(30) == 0 and holder.wait(30) == 0
+    cli.release(one)
+    assert two.wait(30) == 0 and one.wait(30) == 0
+    order = [r.job_id for r in sorted(records(), key=lambda r: r.coord.get("service_at") or 0)
+             if r.coord.get("service_at")]
+    assert order == ["hold", "one", "both", "two"]

@@ -328,35 +328,38 @@ class ServiceAdmission(Phase):
             d = specs[n]
             line = waiters(active, n)
             ahead = [r for r in line if ticket is None or int(r.coord["service_wait"][n]) < ticket]
+            need = len(ahead) + 1  # room for everyone ahead and us: then we overtake nobody
+            in_line = f"service {n}: {len(ahead)} ahead in line (next: {ahead[0].instance_id})" if ahead else ""
             if ahead:
-                last = ahead[-1]
-                blocked.append(f"service {n}: {len(ahead)} ahead in line (next: {ahead[0].instance_id})")
-                wake_ids.add(last.instance_id)
-                watch.append(last)
-                conc = d.get("concurrent")
-                if d.get("rates") and (not conc or in_use(active, n) + len(ahead) < int(conc)):
-                    # be awake when our own rate slot comes, not one wake-up after another
-                    log = logs[n] = tx.get_setting(SERVICE_LOG, n) or {}
-                    due = slot_time(d, log.get("starts") or [], now, len(ahead) + 1)
-                    if due > now:
-                        timer = due - now if timer is None else min(timer, due - now)
-                continue
+                wake_ids.add(ahead[-1].instance_id)
+                watch.append(ahead[-1])
             conc = d.get("concurrent")
             if conc:
                 hs = holders(active, n)
                 used = sum(int(r.coord["service_hold"][n]) for r in hs)
-                if used >= int(conc):
-                    blocked.append(f"service {n}: {used}/{conc} in use")
-                    wake_ids.update(r.instance_id for r in hs)
-                    watch.extend(hs)
+                if used + need > int(conc):
+                    blocked.append(in_line or f"service {n}: {used}/{conc} in use")
+                    if used + need - 1 <= int(conc) or not ahead:  # one end lets us in
+                        wake_ids.update(r.instance_id for r in hs)
+                        watch.extend(hs)
                     continue
             if d.get("rates"):
                 log = logs[n] = tx.get_setting(SERVICE_LOG, n) or {}
-                room, nxt = rate_room(d, log.get("starts") or [], now)
-                if room <= 0 and nxt is not None:
-                    rates = ", ".join(r[2] for r in d["rates"])
-                    blocked.append(f"service {n}: rate {rates}, next slot in {max(nxt - now, 0):.1f}s")
-                    timer = nxt - now if timer is None else min(timer, nxt - now)
+                starts = log.get("starts") or []
+                room, nxt = rate_room(d, starts, now)
+                if room < need:
+                    if ahead:  # awake when our own slot comes, not one wake-up after another
+                        blocked.append(in_line)
+                        due = slot_time(d, starts, now, need)
+                    else:
+                        rates = ", ".join(r[2] for r in d["rates"])
+                        blocked.append(f"service {n}: rate {rates}, next slot in {max((nxt or now) - now, 0):.1f}s")
+                        due = nxt or now
+                    if due > now:
+                        timer = due - now if timer is None else min(timer, due - now)
+                    continue
+            if ahead and not conc and not d.get("rates"):
+                blocked.append(in_line)  # (a definition without limits cannot be stored)
         if not blocked:
             for n in self.names:
                 d = specs[n]
