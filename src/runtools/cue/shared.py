@@ -171,6 +171,8 @@ class _Client:
         rec.detail = "runcue: shared " + ", ".join(sorted(self.services))
         rec.coord = {"services": sorted(self.services), "cue": True}
         self.lease = self.env.lease(rec)
+        if hasattr(self.lease, "on_lost"):  # postgres: the lease connection cut longer than its grace
+            self.lease.on_lost = self._lease_lost
         with self.env.transaction() as tx:
             tx.insert(rec)
             tx.publish_after_commit(Event("created", rec.copy()))
@@ -216,6 +218,25 @@ class _Client:
                 self._sub = None
             self.record = None
             self.close()
+
+    def _lease_lost(self, why: str) -> None:
+        """Our lease is gone for good: others may now take our slots, so stop dispatching shared
+        work (what runs goes on; runcue cannot stop a handler). Called on the lease's thread."""
+        import logging
+
+        logging.getLogger("runcue").error("runcue: lease of the shared services lost (%s): no more dispatches "
+                                          "of %s", why, ", ".join(sorted(self.services)))
+
+        def lost() -> None:
+            self._stopping = True
+            for sr in self.services.values():
+                sr.tokens.clear()
+                sr.held, sr.parked = 0, True
+
+        try:
+            self.loop.call_soon_threadsafe(lost)
+        except RuntimeError:
+            pass
 
     # -- asking (loop thread) -------------------------------------------------------------------
 
