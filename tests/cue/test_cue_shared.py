@@ -187,3 +187,58 @@ def test_a_cue_takes_its_place_in_line_behind_waiting_runs(cli, wait_until):
     assert first.wait(30) == 0 and holder.wait(30) == 0
     (run,) = records("first")
     assert starts and run.coord["service_at"] < starts[0]
+
+
+@pytest.mark.skipif(os.environ.get("RUNTOOLS_TEST_ENV") != "postgres", reason="a postgres lease cut")
+def test_a_cue_whose_lease_is_lost_stops_dispatching(cli, monkeypatch, wait_until):
+    import psycopg
+    from pg.server import postgres_url
+
+    from runtools.env.postgres import PostgresEnvironment
+    from runtools.env.postgres.store import split_url
+
+    monkeypatch.setenv("RUNTOOLS_PG_LEASE_GRACE", "2")
+    cli.taro("service", "set", "db", "--concurrent", "1")
+    url = env_name()
+    started: list[float] = []
+
+    async def main() -> None:
+        cue = Cue(env=url)
+        cue.service("db", shared=True)
+        gate = asyncio.Event()
+
+        @cue.task("q", uses="db")
+        async def q(work):
+            started.append(time.time())
+            await gate.wait()
+
+        cue.start()
+        await cue.submit("q", {})
+        await cue.submit("q", {})
+        while not started:
+            await asyncio.sleep(0.02)
+        rec = cue._shared.record
+        key = PostgresEnvironment(url).lease_key(rec.instance_id)
+        with psycopg.connect(split_url(postgres_url())[0], autocommit=True) as admin:
+            for _attempt in range(5):
+                (pid,) = admin.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+                    "AND ((classid::bigint << 32) | objid::bigint) = %s", (key,)).fetchone()
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+                (got,) = admin.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if got:
+                    break
+            else:
+                pytest.fail("the cue took its lease again before the test could hold it, 5 times")
+            for _ in range(200):  # the grace (2 s), then the cue gives up its slots
+                if cue._shared._stopping:
+                    break
+                await asyncio.sleep(0.05)
+            assert cue._shared._stopping
+            gate.set()  # the first unit ends: a healthy cue would start the second now
+            await asyncio.sleep(0.5)
+            admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        await cue.stop(timeout=0)
+
+    asyncio.run(main())
+    assert len(started) == 1
