@@ -192,8 +192,8 @@ def test_a_cue_takes_its_place_in_line_behind_waiting_runs(cli, wait_until):
 @pytest.mark.skipif(os.environ.get("RUNTOOLS_TEST_ENV") != "postgres", reason="a postgres lease cut")
 def test_a_cue_whose_lease_is_lost_stops_dispatching(cli, monkeypatch, wait_until):
     import psycopg
-    from pg.server import postgres_url
 
+    from pg.server import postgres_url
     from runtools.env.postgres import PostgresEnvironment
     from runtools.env.postgres.store import split_url
 
