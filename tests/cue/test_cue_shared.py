@@ -178,6 +178,8 @@ def test_a_cue_takes_its_place_in_line_behind_waiting_runs(cli, wait_until):
                 line.append(waiting)
                 break
             await asyncio.sleep(0.05)
+        (why,) = cue.debug_blocked()
+        assert why["reason"] == "service_full" and "shared service 'db'" in why["details"]
         cli.release(holder)
         await asyncio.wait_for(cue.join(), 30)
         await cue.stop()

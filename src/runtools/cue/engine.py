@@ -485,6 +485,8 @@ class Cue:
                             f"({svc.running}/{svc.concurrent} running, {len(svc.queue)} queued)",
                         }
                     )
+                elif svc.rate is not None and svc.rate.shared and not svc.rate.available(now):
+                    out.append({"work": work, **svc.rate.blocked()})  # type: ignore[attr-defined]
                 elif svc.rate is not None and not svc.rate.available(now):
                     wait = svc.rate.next_free(now) - now
                     out.append(

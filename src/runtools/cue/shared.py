@@ -96,6 +96,15 @@ class SharedRate:
     def used(self, now: float) -> int:
         return 0
 
+    def blocked(self) -> dict[str, str]:
+        """For Cue.debug_blocked: why work of this shared service does not start now."""
+        full = bool(self.conc) and self.svc.running >= self.held
+        return {"reason": "service_full" if full else "rate_limited",
+                "details": f"shared service {self.name!r} of environment {self.client.env.name}: "
+                f"{self.svc.running} running on {self.held} slot(s) held, "
+                f"{sum(int(b[1]) for b in self.tokens)} rate token(s); waiting for the environment "
+                f"(taro service show {self.name})"}
+
     def released(self) -> None:
         """A work unit of the service ended: give its slot back when others wait or we are idle."""
         self.parked = False  # a slot of ours is free: a reason to look again
