@@ -11,6 +11,9 @@ Fixtures:
     wait_until  `wait_until(condition, timeout=10.0, what=None)`: poll `condition` at short
                 intervals until it returns a truthy value (returned) or fail the test.
 
+Helpers (import them: `from conftest import pid_alive`):
+    pid_alive(pid) / group_alive(pgid)  is a process (group) still running; zombies count as gone
+
 Do not sleep in tests: wait for a condition (wait_until), an event (`taro wait`), or a
 process (`Popen.wait`).
 """
@@ -52,6 +55,31 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str | No
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(delay)  # the poll interval of a deadline loop, not a stand-in for a condition
         delay = min(delay * 1.5, 0.1)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs. A zombie counts as gone: it has exited, and where PID 1 does not reap
+    orphans (containers) it stays in /proc, and `kill -0` still succeeds, long after."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """True while some non-zombie process is in process group `pgid`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 class Cli:

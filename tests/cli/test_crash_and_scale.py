@@ -10,30 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import group_alive, pid_alive
+
 MB = 1024 * 1024
-
-
-def group_alive(pgid: int) -> bool:
-    """True while some non-zombie process is in process group `pgid`."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 # -- signals to the wrapper ------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.test_orchesjob import BIN, OJ, gate, oj, open_gate, wait_until  # noqa: F401 - oj is a fixture
+from conftest import pid_alive
 
 
 def test_32_simultaneous_starts_accept_exactly_one(oj: OJ, tmp_path: Path) -> None:  # noqa: F811
@@ -33,7 +34,7 @@ def test_killed_worker_never_lets_a_second_copy_start(oj: OJ, tmp_path: Path) ->
     fifo, cmd = gate(tmp_path)
     d = oj.ok("start", "--run-key", "w", "--", *cmd)
     os.kill(d["worker_pid"], signal.SIGKILL)
-    wait_until(lambda: not Path(f"/proc/{d['worker_pid']}").exists() or _zombie(d["worker_pid"]), what="worker gone")
+    wait_until(lambda: not pid_alive(d["worker_pid"]), what="worker gone")
     again = oj.ok("start", "--run-key", "w", "--", *cmd)
     assert (again["existing"], again["job_id"], again["status"]) == (True, d["job_id"], "RUNNING")
     assert oj.status("w")["status"] == "RUNNING"  # the command still runs: not LOST
@@ -41,13 +42,6 @@ def test_killed_worker_never_lets_a_second_copy_start(oj: OJ, tmp_path: Path) ->
     wait_until(lambda: oj.status("w")["status"] == "LOST", what="LOST once the command is gone")
     new = oj.ok("start", "--run-key", "w", "--sync", "--", "true")
     assert (new["accepted"], new["attempt_no"], new["rerun_of_job_id"]) == (True, 2, d["job_id"])
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_killed_starter_leaves_the_job_running_and_recorded(oj: OJ, tmp_path: Path) -> None:  # noqa: F811
