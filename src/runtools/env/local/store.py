@@ -356,40 +356,14 @@ def _match_sql(p: str) -> tuple[str, list[str]]:
     )
 
 
+def _status_in(values: list[str]) -> tuple[str, list[Any]]:
+    return (f"status IN ({','.join('?' * len(values))})", values) if values else ("0", [])
+
+
 def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if q.active is True:
-        where.append("stage != 'ENDED'")
-    elif q.active is False:
-        where.append("stage = 'ENDED'")
-    if q.since is not None:
-        where.append("created_at >= ?")
-        params.append(q.since)
-    if q.until is not None:
-        where.append("created_at < ?")
-        params.append(q.until)
-    statuses = {s.value for s in q.statuses}
-    if q.outcomes:
-        by_outcome = {s.value for s in Status if s.outcome in q.outcomes}
-        statuses = statuses & by_outcome if statuses else by_outcome
-    if q.statuses or q.outcomes:
-        where.append(f"status IN ({','.join('?' * len(statuses))})" if statuses else "0")
-        params.extend(sorted(statuses))
-    if q.run_key is not None:
-        where.append("run_key = ?")
-        params.append(q.run_key)
-    if q.matcher.include:
-        parts = []
-        for p in q.matcher.include:
-            sql, ps = _match_sql(p)
-            parts.append(sql)
-            params.extend(ps)
-        where.append("(" + " OR ".join(parts) + ")")
-    for p in q.matcher.exclude:
-        sql, ps = _match_sql(p)
-        where.append(f"NOT {sql}")
-        params.extend(ps)
+    from runtools.env.filters import run_filters
+
+    where, params = run_filters(q, "?", _match_sql, _status_in)
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     if q.last_per_job:
         # latest by creation time (runs may be inserted out of creation order); SQLite takes the
