@@ -364,16 +364,10 @@ def wait(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
 
 
 def wait_http(h: Http, args: Any, show: Callable[[dict[str, Any]], None]) -> None:
-    from runtools.cli.taro.wait import _exact, _is_state, reached
+    from runtools.cli.taro.wait import _exact, parse_wait, reached
     from runtools.model.criteria import RunMatcher
-    from runtools.model.durations import parse_duration
 
-    states = [a for a in args.args if _is_state(a)]
-    patterns = [a for a in args.args if not _is_state(a)]
-    if len(states) > 1:
-        raise UsageError(f"more than one state given ({', '.join(states)}): wait for one")
-    state = states[0].lower() if states else "ended"
-    timeout = parse_duration(args.timeout, "--timeout") if args.timeout else None
+    state, patterns, timeout = parse_wait(args)
     matcher = RunMatcher.parse(patterns)
     params = [("pattern", p) for p in patterns] + [("timeout", None if timeout is None else f"{timeout}s")]
     stream = h.raw("/api/events", params)

@@ -95,14 +95,11 @@ def _unreachable(args: argparse.Namespace, r: RunRecord, state: str) -> int:
     return EXIT_UNREACHABLE
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
-
-    from runtools.cli.watch import Watch
+def parse_wait(args: argparse.Namespace) -> tuple[str, list[str], float | None]:
+    """`taro wait [PATTERN...] [STATE] [--timeout DUR]` as (state, patterns, timeout seconds);
+    shared by the local wait and the wait over `taro -H`."""
     from runtools.errors import UsageError
-    from runtools.model.criteria import RunMatcher
     from runtools.model.durations import parse_duration
-    from runtools.model.events import Event
 
     states = [a for a in args.args if _is_state(a)]
     patterns = [a for a in args.args if not _is_state(a)]
@@ -110,6 +107,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"more than one state given ({', '.join(states)}): wait for one")
     state = states[0].lower() if states else "ended"
     timeout = parse_duration(args.timeout, "--timeout") if args.timeout else None
+    return state, patterns, timeout
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from runtools.cli.watch import Watch
+    from runtools.model.criteria import RunMatcher
+    from runtools.model.events import Event
+
+    state, patterns, timeout = parse_wait(args)
     deadline = None if timeout is None else time.monotonic() + timeout
     matcher = RunMatcher.parse(patterns)
     with env_of(args) as env, Watch(env, matcher) as w:
