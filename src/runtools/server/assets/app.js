@@ -69,6 +69,11 @@
   }
   function stateOf(r) { return r.stage === "ENDED" ? (r.status || "ENDED") : (r.state || r.stage); }
   function badge(r) { const s = stateOf(r); return el("span", { class: "state s-" + s }, s); }
+  // the record's detail may start with the state the badge already shows ("PENDING latch prod")
+  function detailOf(r) {
+    const d = r.detail || "", s = stateOf(r) + " ";
+    return d.startsWith(s) ? d.slice(s.length) : d;
+  }
   function bad(r) { return r.outcome === "FAULT"; }
   function gated(r) {
     const c = r.coordination || {};
@@ -151,7 +156,7 @@
         job: () => td("Job", runLink(r)),
         run: () => td("Run", el("span", { class: "muted" }, r.run_id)),
         host: () => td("Host", r.host || ""),
-        state: () => td("State", badge(r), r.detail ? el("div", { class: "detail" }, r.detail) : null,
+        state: () => td("State", badge(r), detailOf(r) ? el("div", { class: "detail" }, detailOf(r)) : null,
           r.error && r.stage === "ENDED" ? el("div", { class: "detail" }, r.error) : null),
         progress: () => td("Progress", progressCell(r)),
         elapsed: () => td("Elapsed", el("span", { "data-since": r.started_at || r.created_at }, dur(elapsed(r)))),
@@ -236,7 +241,7 @@
     const wholeBtn = el("button", {}, "Whole output");
     function renderRecord() {
       const rows = [["Job", el("a", { href: "#/job/" + encodeURIComponent(r.job_id) }, r.job_id)], ["Run", r.run_id],
-        ["State", el("span", {}, badge(r), " ", r.detail || "")], ["Host", r.host], ["User", r.user],
+        ["State", el("span", {}, badge(r), " ", detailOf(r))], ["Host", r.host], ["User", r.user],
         ["Command", (r.command || []).join(" ")], ["Created", when(r.created_at)], ["Started", when(r.started_at)],
         ["Ended", when(r.ended_at)], ["Exec time", dur(r.duration_s)], ["Exit code", r.exit_code],
         ["Tags", (r.tags || []).join(", ")], ["Error", r.error], ["Warnings", (r.warnings || []).join("; ")],
