@@ -13,6 +13,7 @@ Fixtures:
 
 Helpers (import them: `from conftest import pid_alive`):
     pid_alive(pid) / group_alive(pgid)  is a process (group) still running; zombies count as gone
+    need_service(present, what)  skip without a real service, but fail under CI (which installs it)
 
 Do not sleep in tests: wait for a condition (wait_until), an event (`taro wait`), or a
 process (`Popen.wait`).
@@ -55,6 +56,16 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str | No
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(delay)  # the poll interval of a deadline loop, not a stand-in for a condition
         delay = min(delay * 1.5, 0.1)
+
+
+def need_service(present: bool, what: str) -> None:
+    """Skip a test whose real service (a browser, sshd, tmux) is not installed, except under CI,
+    where scripts/test installs it: there a missing service fails the test instead of hiding it."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing under CI (scripts/test installs it)")
+    pytest.skip(f"{what} is not installed (scripts/test installs it)")
 
 
 def pid_alive(pid: int) -> bool:

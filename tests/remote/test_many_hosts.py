@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_service
 from server._serve import OPERATE, Served
 
 SSHD = "/usr/sbin/sshd"
@@ -28,8 +29,8 @@ def free_port() -> int:
 @pytest.fixture
 def sshd(tmp_path, wait_until):
     """A real sshd on 127.0.0.1:PORT accepting one generated key; yields (target, ssh options)."""
-    if not os.path.exists(SSHD) or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
-        pytest.skip("needs openssh-server and openssh-client (scripts/test installs them)")
+    need_service(os.path.exists(SSHD) and bool(shutil.which("ssh")) and bool(shutil.which("ssh-keygen")),
+                 "openssh-server and openssh-client")
     d = tmp_path / "sshd"
     d.mkdir()
     for name in ("host_key", "client_key"):

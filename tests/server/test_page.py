@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_service
+
 from ._serve import OPERATE, READ
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (scripts/test)")
 
 
 @pytest.fixture
 def browser():
+    need_service(os.path.exists(CHROMIUM), "Debian chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
 
 import pytest
 
+from conftest import need_service
+
 pytest.importorskip("textual")
-# CI never skips it (scripts/test installs tmux)
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
-                                reason="tmux is not installed (scripts/test installs it)")
 
 
 def test_dash_screen_in_tmux(cli, wait_until):
+    need_service(shutil.which("tmux") is not None, "tmux")
     assert cli.run("--id", "nightly-backup", "--", "true").returncode == 0
     assert cli.run("--id", "report", "--", "sh", "-c", "exit 3").returncode == 3
     gated = cli.spawn_gated("sync", "--approval", "ops")
