@@ -76,9 +76,7 @@ def test_automatic_retention_runs_at_most_once_per_interval(cli, wait_until):
 
 def test_automatic_retention_of_a_named_postgres_environment(cli, wait_until):
     server = pytest.importorskip("pg.server")
-    if server.unavailable():
-        pytest.skip(server.unavailable())
-    url = server.postgres_url()
+    url = server.postgres_url()  # skips without PostgreSQL, fails under CI
     assert cli.taro("env", "add", "shared", url).returncode == 0
     for _ in range(3):
         assert cli.run("-e", "shared", "--id", "pgjob", "--", "true").returncode == 0

@@ -110,9 +110,7 @@ def test_no_config_no_plugin_scan(cli, installed):
 
 def test_state_changes_decided_in_transactions_reach_plugins_on_postgres(cli, installed, wait_until):
     server = pytest.importorskip("pg.server")
-    if server.unavailable():
-        pytest.skip(server.unavailable())
-    url = server.postgres_url()
+    url = server.postgres_url()  # skips without PostgreSQL, fails under CI
     (cli.cwd / "runtools.toml").write_text('[plugins]\nenabled = true\nonly = ["recorder"]\n')
     holder = cli.spawn_gated("q", "-e", url, "--max-concurrent", "1")
 
