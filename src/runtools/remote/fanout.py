@@ -125,21 +125,17 @@ def parallel(ctx: Ctx, fn: Callable[[Target], Any], timeout: float | None) -> li
 # -- run records from JSON (for the tables) ------------------------------------------------------
 
 def record(d: dict[str, Any]) -> Any:
+    """A run's public JSON object (RunRecord.to_json, docs/json.md) as a RunRecord again."""
     from runtools.model.durations import iso_to_epoch
-    from runtools.model.run import RunRecord, Stage, State
-    from runtools.model.status import Status
+    from runtools.model.run import RunRecord
 
-    def ts(v: Any) -> float | None:
-        return None if v is None else iso_to_epoch(v)
-
-    return RunRecord(
-        d["job_id"], d["run_id"], ts(d["created_at"]) or 0.0,
-        stage=Stage(d["stage"]), state=State(d["state"]) if d.get("state") else None,
-        status=Status(d["status"]) if d.get("status") else None, detail=d.get("detail"),
-        started_at=ts(d.get("started_at")), ended_at=ts(d.get("ended_at")), exit_code=d.get("exit_code"),
-        progress=d.get("progress"), warnings=list(d.get("warnings") or []), actions=list(d.get("actions") or []),
-        error=d.get("error"), host=d.get("host"), tags=list(d.get("tags") or []),
-    )
+    kw = dict(d, coord=d.get("coordination") or {})
+    for k in ("created_at", "started_at", "ended_at"):
+        kw[k] = None if d.get(k) is None else iso_to_epoch(d[k])
+    kw["created_at"] = kw["created_at"] or 0.0
+    for k in ("warnings", "actions", "tags"):
+        kw[k] = list(d.get(k) or [])
+    return RunRecord.from_dict(kw)  # keeps only record fields: instance_id, outcome, duration_s are derived
 
 
 def with_remote(items: list[dict[str, Any]], t: Target) -> list[dict[str, Any]]:

@@ -17,17 +17,7 @@ from typing import Any
 from runtools.errors import UsageError
 from runtools.model.events import Event
 from runtools.model.run import RunRecord
-
-
-def run_record(d: dict[str, Any]) -> RunRecord:
-    """A run's public JSON object (docs/json.md) as a RunRecord, with what the dashboard reads."""
-    from runtools.remote.fanout import record
-
-    r = record(d)
-    r.coord = dict(d.get("coordination") or {})
-    r.command = d.get("command")
-    r.user, r.pid = d.get("user"), d.get("pid")
-    return r
+from runtools.remote.fanout import record as run_record  # a run's public JSON as a RunRecord
 
 
 class RemoteSubscription:
