@@ -7,8 +7,6 @@ import os
 import sys
 
 from runtools.errors import RuntoolsError
-from runtools.model.text import printable as printable  # re-exported for the CLIs
-from runtools.model.text import shell_quote as shell_quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,6 +63,8 @@ def guard_stdio() -> frozenset[int]:
 
 def say(line: str) -> None:
     """One line on stderr, made printable; never raises (stderr may be a closed pipe)."""
+    from runtools.model.text import printable  # only when there is something to say
+
     try:
         sys.stderr.write(printable(line) + "\n")
         sys.stderr.flush()

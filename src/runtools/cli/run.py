@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from runtools.cli.common import MAX_COUNT, guard_stdio, run_main, say, shell_quote
+from runtools.cli.common import MAX_COUNT, guard_stdio, run_main, say
 from runtools.errors import RuntoolsError, UsageError
 from runtools.model.status import EXIT_WRAPPER_FAILED
 
@@ -315,6 +315,8 @@ def execute(a: Args, argv: list[str]) -> int:
                 say(f"run: run key {existing.run_key} is held by {existing.instance_id}: waiting for it")
                 existing = wait_for_end(env, existing)
             else:
+                from runtools.model.text import shell_quote
+
                 key = existing.run_key or ""
                 say(
                     f"run: run key {key} already ran ({existing.instance_id} {existing.status}): "
