@@ -363,10 +363,8 @@ class ServiceAdmission(Phase):
         if not blocked:
             for n in self.names:
                 d = specs[n]
-                if d.get("rates"):
-                    record_start(tx, n, d, logs.get(n) or tx.get_setting(SERVICE_LOG, n) or {}, now, 1, me)
-                elif d.get("concurrent"):
-                    log = tx.get_setting(SERVICE_LOG, n) or {}
+                if d.get("rates") or d.get("concurrent"):
+                    log = logs[n] if n in logs else tx.get_setting(SERVICE_LOG, n) or {}
                     record_start(tx, n, d, log, now, 1, me)
             others_wait = any(waiters(active, n) for n in self.names)
             run.coord.pop("service_wait", None)
