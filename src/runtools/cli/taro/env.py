@@ -34,11 +34,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtools.env import POSTGRES_LINK
-    from runtools.env.local.paths import env_dir, runtools_home
+    from runtools.env.local.paths import env_dir
     from runtools.errors import NotFoundError, UsageError
 
     if args.action == "list":
-        return _list(runtools_home(), POSTGRES_LINK, args.json)
+        return _list(args.json)
     if args.action == "show":
         return _show(args.name, args.json)
     from runtools.model.ids import validate_id
@@ -128,7 +128,7 @@ def _show(name: str, as_json: bool) -> int:
     return 0
 
 
-def _list(home: str, link_name: str, as_json: bool) -> int:
+def _list(as_json: bool) -> int:
     rows = known_environments()
     if as_json:
         from runtools.model.jsonenc import dumps
