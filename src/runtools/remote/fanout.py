@@ -441,7 +441,9 @@ def control(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
             return
         runs = h.get("/api/runs", [("active", "true"), ("limit", "100000"), *_patterns(args)])
         if verb != "stop":
-            runs = [r for r in runs if _gated(r)]
+            from runtools.cli.taro.gates import _gated
+
+            runs = [r for r in runs if _gated(record(r), None)]
         if not runs:
             raise HostError(f"no {'active' if verb == 'stop' else 'pending'} run matches {' '.join(args.patterns)}")
         if verb == "stop" and len(runs) > 1 and not args.force:
@@ -459,11 +461,6 @@ def control(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
 
     parallel(ctx, fetch, ctx.timeout)
     return 0
-
-
-def _gated(r: dict[str, Any]) -> bool:
-    c = r.get("coordination") or {}
-    return bool((c.get("latch") and not c.get("latch_passed")) or (c.get("approval") and not c.get("approval_passed")))
 
 
 HANDLERS: dict[str, Callable[[Ctx, str, Any, list[str]], int]] = {
