@@ -109,7 +109,6 @@ class StreamCapture:
         self.partial = b""
         self.bytes = 0
         self.warnings: list[str] = []  # for the run, taken by the program phase (each said once)
-        self.store_error: str | None = None  # why storing stopped (e.g. a full disk); output still flows
 
     def feed(self, data: bytes) -> bool:
         """Forward, store, parse. False: the reader of our terminal fd went away (EPIPE), so
@@ -229,7 +228,6 @@ class StreamCapture:
         self._stop(msg)
 
     def _stop(self, why: str) -> None:
-        self.store_error = why
         self.warnings.append(why)
         self._close_file()
 
