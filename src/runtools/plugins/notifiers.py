@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import time
 
+from runtools.config import RULE_EVENTS as EVENT_WORDS
+from runtools.plugins.hub import LONGER
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -27,8 +30,6 @@ if TYPE_CHECKING:
     from runtools.model.events import Event
 
 DEFAULT_ON = ("FAULT", "longer_than_usual")
-EVENT_WORDS = ("start", "ended", "warning", "longer_than_usual")
-LONGER = "longer than usual"
 SIGNATURE_HEADER = "X-Runtools-Signature"
 
 
