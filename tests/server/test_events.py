@@ -57,11 +57,12 @@ def test_events_stream_live_and_resume_with_last_event_id(cli, served, wait_unti
 
 def test_events_filter_by_pattern_and_timeout(cli, served):
     assert cli.run("--id", "other", "--", "true").returncode == 0
+    assert cli.run("--id", "wanted", "--", "true").returncode == 0
     with served.client() as c, c.stream("GET", "/api/events",
                                         params={"pattern": "wanted", "timeout": "1s",
                                                 "last_event_id": f"{_epoch(served)}-0"}) as resp:
         evs = list(sse(resp))
-    assert all(e["data"]["job_id"] == "wanted" for e in evs)
+    assert evs and all(e["data"]["job_id"] == "wanted" for e in evs)  # replayed from the epoch's start
     assert served.get("/api/events", params={"timeout": "soon"}).status_code == 400
 
 
