@@ -678,6 +678,9 @@ class PgControlServer(ControlEndpoint):
                         upto, size = chunks[first]
                         self._stored[stream] -= size
                         first += 1
+                    # counted as gone now: if the DELETE fails, the next one (seq <= a later upto)
+                    # takes them too, instead of their sizes being subtracted a second time
+                    self._first[stream] = first
                     if upto is not None:
                         conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND stream=%s AND seq <= %s",
                                      (self.iid, stream, upto))
@@ -690,8 +693,7 @@ class PgControlServer(ControlEndpoint):
                         self._stored[stream] -= cut
                     if first > 1024:
                         del chunks[:first]
-                        first = 0
-                self._first[stream] = first
+                        self._first[stream] = 0
             except Exception:
                 pass  # the database copy is best effort: the full output is in the run's files
 
