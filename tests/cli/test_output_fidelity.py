@@ -4,6 +4,7 @@ the same file, a broken pipe when our reader goes away; and no run may fill a di
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -49,26 +50,36 @@ def read_until_eof(fd: int, timeout: float = 20.0, until: bytes | None = None) -
     return buf
 
 
-def run_at_terminal(cli, *args: str, rows: int = 30, cols: int = 100, stderr_too: bool = True):
-    """`run job ARGS` with stdout (and stderr) a real pseudo-terminal of ours; (rc, screen bytes)."""
+@contextlib.contextmanager
+def at_terminal(cli, *args: str, rows: int = 24, cols: int = 80, stdin=subprocess.DEVNULL, stderr_too: bool = True):
+    """`run job ARGS` with stdout (and stderr) a real pseudo-terminal of ours: yields (process, master)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     try:
-        p = subprocess.Popen([cli.bin("run"), "job", *args], stdin=subprocess.DEVNULL, stdout=slave,
+        p = subprocess.Popen([cli.bin("run"), "job", *args], stdin=stdin, stdout=slave,
                              stderr=slave if stderr_too else subprocess.PIPE, cwd=cli.cwd)
+    except BaseException:
+        os.close(master)
+        raise
     finally:
         os.close(slave)
     try:
-        screen = read_until_eof(master)
-        err = p.stderr.read() if p.stderr is not None else b""
-        rc = p.wait(timeout=20)
+        yield p, master
     finally:
         os.close(master)
-        if p.stderr is not None:
-            p.stderr.close()
+        for f in (p.stdin, p.stderr):
+            if f is not None:
+                f.close()
         if p.poll() is None:
             p.kill()
-    return rc, screen, err
+
+
+def run_at_terminal(cli, *args: str, rows: int = 30, cols: int = 100, stderr_too: bool = True):
+    """`run job ARGS` at a terminal of ours, to its end: (rc, screen bytes, stderr bytes)."""
+    with at_terminal(cli, *args, rows=rows, cols=cols, stderr_too=stderr_too) as (p, master):
+        screen = read_until_eof(master)
+        err = p.stderr.read() if p.stderr is not None else b""
+        return p.wait(timeout=20), screen, err
 
 
 def test_at_a_terminal_the_command_sees_a_terminal_with_its_size(cli):
@@ -100,42 +111,25 @@ def test_terminal_order_of_stdout_and_stderr_is_kept(cli):
 
 def test_python_is_line_buffered_at_a_terminal(cli):
     # a terminal makes Python flush each line: "first" is on the screen while the command waits
-    master, slave = os.openpty()
     code = "import sys; print('first'); sys.stdin.readline(); print('second')"
-    p = subprocess.Popen([cli.bin("run"), "job", "--id", "lb", "--", PY, "-c", code],
-                         stdin=subprocess.PIPE, stdout=slave, stderr=slave, cwd=cli.cwd)
-    os.close(slave)
-    try:
+    with at_terminal(cli, "--id", "lb", "--", PY, "-c", code, stdin=subprocess.PIPE) as (p, master):
         assert b"first" in read_until_eof(master, until=b"first")
         p.stdin.close()
         assert b"second" in read_until_eof(master)
         assert p.wait(timeout=20) == 0
-    finally:
-        os.close(master)
-        if p.poll() is None:
-            p.kill()
 
 
 def test_window_size_changes_reach_the_command(cli):
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     code = ("import os, signal, sys\n"
             "signal.signal(signal.SIGWINCH, lambda *a: (print(os.get_terminal_size()), sys.exit(0)))\n"
             "print('ready', flush=True)\n"
             "while True: signal.pause()\n")
-    p = subprocess.Popen([cli.bin("run"), "job", "--id", "winch", "--", PY, "-c", code],
-                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cli.cwd)
-    os.close(slave)
-    try:
+    with at_terminal(cli, "--id", "winch", "--", PY, "-c", code, rows=24, cols=80) as (p, master):
         read_until_eof(master, until=b"ready")
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         p.send_signal(signal.SIGWINCH)  # what the terminal sends its foreground group on a resize
         assert b"os.terminal_size(columns=120, lines=40)" in read_until_eof(master)
         assert p.wait(timeout=20) == 0
-    finally:
-        os.close(master)
-        if p.poll() is None:
-            p.kill()
 
 
 def test_stdout_a_terminal_stderr_a_pipe_stay_apart(cli):
