@@ -18,7 +18,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_common(p)
     add_patterns(p)
     p.add_argument("--older-than", metavar="DUR", help="runs that ended more than DUR ago (30d, 12h, ...)")
-    p.add_argument("--keep", metavar="N", help="keep the newest N ended runs of each job, remove the rest")
+    p.add_argument("--keep", type=int, metavar="N", help="keep the newest N ended runs of each job, remove the rest")
     p.add_argument("-n", "--dry-run", action="store_true", help="print what would be removed; remove nothing")
     p.add_argument("--vacuum", action="store_true", help="give the space back now (SQLite VACUUM)")
 
@@ -30,14 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if args.older_than is None and args.keep is None:
         raise UsageError("say what to remove: --older-than DUR and/or --keep N (add --dry-run to look first)")
     older = parse_duration(args.older_than, "--older-than") if args.older_than is not None else None
-    keep = None
-    if args.keep is not None:
-        try:
-            keep = int(args.keep)
-        except ValueError:
-            raise UsageError(f"--keep needs a whole number, not {args.keep!r}") from None
-        if not 0 <= keep <= 10**9:
-            raise UsageError(f"--keep must be from 0 to 1000000000, not {keep}")
+    keep = args.keep
+    if keep is not None and not 0 <= keep <= 10**9:
+        raise UsageError(f"--keep must be from 0 to 1000000000, not {keep}")
     from runtools.model.criteria import RunMatcher
 
     RunMatcher.parse(args.patterns)  # a bad pattern is a usage error before anything is removed

@@ -21,7 +21,7 @@ HELP = "the unified event log (JSON lines of every lifecycle event; -f follows)"
 def configure(p: argparse.ArgumentParser) -> None:
     add_common(p)
     add_patterns(p)
-    p.add_argument("-n", "--lines", metavar="N", help="only the last N matching events")
+    p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N matching events")
     p.add_argument("-f", "--follow", action="store_true", help="then print new events as they happen")
     p.add_argument("--timeout", metavar="DUR", help="with -f: stop after DUR")
 
@@ -54,14 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from runtools.model.durations import parse_duration
 
     matcher = RunMatcher.parse(args.patterns)
-    n = None
-    if args.lines is not None:
-        try:
-            n = int(args.lines)
-        except ValueError:
-            raise UsageError(f"--lines needs a whole number, not {args.lines!r}") from None
-        if n < 0:
-            raise UsageError("--lines must be 0 or more")
+    n = args.lines
+    if n is not None and n < 0:
+        raise UsageError("--lines must be 0 or more")
     timeout = parse_duration(args.timeout, "--timeout") if args.timeout else None
     cfg = load()
     from runtools.cli.common import print_ndjson
