@@ -262,12 +262,3 @@ def compile_warnings(patterns: list[str]) -> list[re.Pattern[bytes]]:
         except (re.error, OverflowError, RecursionError) as e:  # a{99999999999}: OverflowError
             raise UsageError(f"invalid --output-warn regex {p!r}: {e}") from None
     return out
-
-
-def term_fd_for(stream: str) -> int | None:
-    fd = 1 if stream == "stdout" else 2
-    try:
-        os.fstat(fd)
-    except OSError:
-        return None
-    return fd
