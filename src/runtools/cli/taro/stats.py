@@ -17,7 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_common(p)
     add_patterns(p)
     p.add_argument("--since", metavar="TIME", help="only runs created at/after TIME")
-    p.add_argument("--days", metavar="N", help="one row per job and day (local time) for the last N days")
+    p.add_argument("--days", type=int, metavar="N", help="one row per job and day (local time) for the last N days")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +61,7 @@ def _per_day(args: argparse.Namespace, q) -> int:
     from runtools.errors import UsageError
     from runtools.model.stats import job_stats
 
-    try:
-        days = int(args.days)
-    except ValueError:
-        raise UsageError(f"--days needs a whole number, not {args.days!r}") from None
+    days = args.days
     if not 1 <= days <= 3660:
         raise UsageError(f"--days must be from 1 to 3660, not {days}")
     t = time.localtime()
