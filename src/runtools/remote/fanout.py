@@ -50,8 +50,6 @@ class Ctx:
 
 def split_globals(argv: list[str]) -> tuple[list[str], float, list[str]]:
     """Leading `-H X`, `-HX`, `--host X`, `--host=X`, `--host-timeout DUR` before the verb."""
-    from runtools.model.durations import parse_duration
-
     hosts: list[str] = []
     timeout = DEFAULT_TIMEOUT
     i = 0
@@ -74,12 +72,22 @@ def split_globals(argv: list[str]) -> tuple[list[str], float, list[str]]:
         else:
             break
         if a == "--host-timeout":
-            timeout = parse_duration(v, "--host-timeout")
-            if timeout <= 0:
-                raise UsageError("--host-timeout must be more than 0")
+            timeout = host_timeout(v)
         else:
             hosts.append(v)
     return hosts, timeout, argv[i:]
+
+
+def host_timeout(v: str | float | None) -> float:
+    """--host-timeout DUR in seconds (DEFAULT_TIMEOUT when not given); more than 0."""
+    from runtools.model.durations import parse_duration
+
+    if v is None:
+        return DEFAULT_TIMEOUT
+    timeout = float(v) if isinstance(v, int | float) else parse_duration(v, "--host-timeout")
+    if timeout <= 0:
+        raise UsageError("--host-timeout must be more than 0")
+    return timeout
 
 
 def parallel(ctx: Ctx, fn: Callable[[Target], Any], timeout: float | None) -> list[tuple[Target, Any]]:

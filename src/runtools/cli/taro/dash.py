@@ -40,16 +40,12 @@ def run(args: argparse.Namespace) -> int:
 def run_hosts(hosts: list[str], host_timeout: str | float | None, patterns: list[str], env: str | None) -> int:
     """taro dash -H ... (also reached as `taro -H TARGET dash`)."""
     from runtools.errors import UsageError
-    from runtools.model.durations import parse_duration
+    from runtools.remote.fanout import host_timeout as parse_host_timeout
 
     if env:
         raise UsageError("-e does not apply with -H: each taro serve serves one environment")
     _check_terminal()
-    timeout = 10.0
-    if isinstance(host_timeout, (int, float)):
-        timeout = float(host_timeout)
-    elif host_timeout:
-        timeout = parse_duration(host_timeout, "--host-timeout")
+    timeout = parse_host_timeout(host_timeout or None)
     from runtools.tui.app import DashApp
     from runtools.tui.remote import RemoteEnv
 
