@@ -49,21 +49,22 @@ def run(
     INTERRUPTED) and are re-raised once that is recorded; SIGINT (SIGTERM, SIGHUP) to this
     process ends the run INTERRUPTED and then raises KeyboardInterrupt (SystemExit(128+N)).
     """
-    import inspect
+    if not isinstance(target, (list, tuple)):  # a command list needs none of this (inspect: ~10 ms to import)
+        import inspect
 
-    from runtools.job.function import ASYNC_IN_LOOP, is_async, running_loop
+        from runtools.job.function import ASYNC_IN_LOOP, is_async, running_loop
 
-    if is_async(target) and running_loop():
-        if inspect.iscoroutine(target):
-            target.close()  # never awaited: no "coroutine was never awaited" warning
-        raise RuntimeError(ASYNC_IN_LOOP)
-    if inspect.iscoroutine(target):  # runtools.run(main()): await it, as asyncio.run would
-        if args:
-            target.close()
-            raise TypeError("extra positional arguments are only for callables, not for a coroutine")
-        if job_id is None:
-            job_id = getattr(target, "__name__", None)
-        target = _returning(target)
+        if is_async(target) and running_loop():
+            if inspect.iscoroutine(target):
+                target.close()  # never awaited: no "coroutine was never awaited" warning
+            raise RuntimeError(ASYNC_IN_LOOP)
+        if inspect.iscoroutine(target):  # runtools.run(main()): await it, as asyncio.run would
+            if args:
+                target.close()
+                raise TypeError("extra positional arguments are only for callables, not for a coroutine")
+            if job_id is None:
+                job_id = getattr(target, "__name__", None)
+            target = _returning(target)
     owned = not isinstance(env, Environment)
     environment_ = env if isinstance(env, Environment) else open_environment(env)
     try:
