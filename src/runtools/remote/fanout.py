@@ -90,9 +90,10 @@ def host_timeout(v: str | float | None) -> float:
     return timeout
 
 
-def parallel(ctx: Ctx, fn: Callable[[Target], Any], timeout: float | None) -> list[tuple[Target, Any]]:
-    """fn(target) for every target at once, in daemon threads (a hung host never holds the exit);
-    results in target order; failures and timeouts reported, their targets left out."""
+def parallel(ctx: Any, fn: Callable[[Target], Any], timeout: float | None) -> list[tuple[Target, Any]]:
+    """fn(target) for every target of `ctx` (a Ctx, or the dashboard's RemoteEnv) at once, in daemon
+    threads (a hung host never holds the exit); results in target order; failures and timeouts
+    reported by ctx.fail(target, why), their targets left out."""
     results: dict[int, Any] = {}
     errors: dict[int, str] = {}
     threads = []

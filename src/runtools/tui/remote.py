@@ -17,6 +17,7 @@ from typing import Any
 from runtools.errors import UsageError
 from runtools.model.events import Event
 from runtools.model.run import RunRecord
+from runtools.remote.fanout import parallel
 from runtools.remote.fanout import record as run_record  # a run's public JSON as a RunRecord
 
 
@@ -89,23 +90,11 @@ class RemoteEnv:
     def problem(self, t: Any, why: str) -> None:
         self.problems.put(f"{t.text}: {why}")
 
+    fail = problem  # what fanout.parallel calls for a host that fails or does not answer in time
+
     def _each(self, fn: Any) -> list[tuple[Any, Any]]:
         """fn(target) on every host at once; failures go to `problems`, their hosts left out."""
-        out: dict[int, Any] = {}
-
-        def one(i: int, t: Any) -> None:
-            try:
-                out[i] = fn(t)
-            except Exception as e:
-                self.problem(t, str(e))
-
-        threads = [threading.Thread(target=one, args=(i, t), daemon=True) for i, t in enumerate(self.targets)]
-        for th in threads:
-            th.start()
-        deadline = time.monotonic() + self.timeout
-        for th in threads:
-            th.join(max(0.0, deadline - time.monotonic()))
-        return [(t, out[i]) for i, t in enumerate(self.targets) if i in out]
+        return parallel(self, fn, self.timeout)
 
     def _runs(self, params: list[tuple[str, Any]]) -> list[RunRecord]:
         runs = []
