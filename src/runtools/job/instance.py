@@ -147,10 +147,10 @@ class JobRun:
         ctx.lease = lease
         if hasattr(lease, "on_lost"):  # a lease that can be lost while the run lives (postgres)
             lease.on_lost = self._lease_lost
-        endpoint = None
-        hub = _hub(self)  # event log, plugins, notifiers, retention: None unless runtools.toml turns one on
+        endpoint = hub = None
         restore = _install_signal_handlers(self)
         try:
+            hub = _hub(self)  # event log, plugins, notifiers, retention: None unless runtools.toml turns one on
             existing = self._create()
             if hub is not None and existing is None:
                 hub.event(Event("created", rec.copy()))
