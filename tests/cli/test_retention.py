@@ -67,8 +67,10 @@ def test_automatic_retention_runs_at_most_once_per_interval(cli, wait_until):
     wait_until(lambda: len(cli.history()) == 2, what="automatic retention kept 2 runs")
     stamp = cli.home / "local" / ".retention-stamp"
     assert stamp.exists()
+    won = stamp.stat().st_mtime_ns
     _runs(cli, "auto", 2)  # not due again within the hour: nothing removed
     assert len(cli.history()) == 4
+    assert stamp.stat().st_mtime_ns == won  # no wrapper won the stamp: no worker started (not one just slow)
     os.utime(stamp, (0, 0))  # an hour (and more) later
     assert cli.run("--id", "auto", "--", "true").returncode == 0
     wait_until(lambda: len(cli.history()) == 2, what="automatic retention ran again")
