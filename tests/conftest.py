@@ -274,6 +274,19 @@ class Cli:
         return env
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the postgres pass (RUNTOOLS_TEST_ENV=postgres) a test marked `local_only` is skipped with
+    its reason: it checks a mechanism the local backend has and postgres has not (a pid file, a
+    unix socket), not behaviour both must share."""
+    if os.environ.get("RUNTOOLS_TEST_ENV") != "postgres":
+        return
+    for item in items:
+        mark = item.get_closest_marker("local_only")
+        if mark is not None:
+            why = mark.args[0] if mark.args else "a local-backend mechanism"
+            item.add_marker(pytest.mark.skip(reason=f"local backend only: {why}"))
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The test's own $RUNTOOLS_HOME (plus private XDG runtime and config dirs)."""

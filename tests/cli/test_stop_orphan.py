@@ -71,6 +71,7 @@ def test_a_command_that_ignores_term_is_killed_after_kill_after(cli):
     assert cli.history("stubborn")[0]["status"] == "STOPPED"
 
 
+@pytest.mark.local_only("writes the local store's orphan-stop mark directly")
 def test_a_stop_recorded_before_the_command_ended_is_not_lost(cli):
     """A reader that notices the end first (here: the command ends by itself right after the stop
     was recorded) still ends the run with the stop's status: the request is on the record."""
@@ -88,6 +89,7 @@ def test_a_stop_recorded_before_the_command_ended_is_not_lost(cli):
     assert cli.history("racy")[0]["status"] == "STOPPED"
 
 
+@pytest.mark.local_only("plants a run with a local lease file")
 def test_a_reused_pid_is_never_signalled(cli):
     """The recorded pid runs another process now (start time differs): hands off, exit 1."""
     from runtools.env import open_environment
@@ -118,6 +120,7 @@ def test_a_reused_pid_is_never_signalled(cli):
         bystander.wait()
 
 
+@pytest.mark.local_only("hides the wrapper's unix socket; postgres control goes through the server")
 def test_a_live_wrapper_out_of_reach_is_not_bypassed(cli):
     """Another XDG_RUNTIME_DIR cannot reach the wrapper's socket: the wrapper is alive (its
     start time is before its command's), so its command is not signalled behind its back."""
