@@ -72,6 +72,7 @@ class Tx(ABC):
 
     def __init__(self) -> None:
         self.events: list[Event] = []  # published by the environment after commit
+        self.reaped: list[RunRecord] = []  # runs this transaction ended LOST: handed over after commit
 
     @abstractmethod
     def active_runs(self) -> list[RunRecord]:

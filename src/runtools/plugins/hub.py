@@ -131,7 +131,7 @@ class Hub:
         if self.queue is not None and not self.closed:
             self.queue.put(ev)
 
-    def close(self) -> None:
+    def close(self, retention: bool = True) -> None:
         """The run has ended: wait for queued hooks (bounded), then automatic retention."""
         self.closed = True
         if self.timer is not None:
@@ -147,7 +147,7 @@ class Hub:
         hubs = getattr(self.env, "_rt_hubs", None)
         if hubs is not None:
             hubs.pop(self.job.record.instance_id, None)
-        if not self.cfg.section("retention"):
+        if not retention or not self.cfg.section("retention"):
             return
         try:
             from runtools.retention import maybe_auto
@@ -182,7 +182,7 @@ class Hub:
             self._arm_longer(ev)
         if self.plugins:
             self._plugins(ev)
-        if ev.event == "created" and self.problems:  # plugins that do not load: once the run exists
+        if ev.event in ("created", "ended") and self.problems:  # plugins that do not load: once the run exists
             for p in self.problems:
                 self._problem(p)
         for n in self.notifiers:
