@@ -59,16 +59,17 @@ def env_spec(env: Any) -> tuple[str, str | None] | None:
     return url, name
 
 
-def spawn_detached(module: str, payload: bytes, environ: dict[str, str] | None = None) -> int | None:
-    """Start `python -m module` in its own session with `payload` on its stdin and its output
-    to /dev/null; the caller does not wait for it. The pid, or None if it could not start."""
+def spawn_detached(module: str, payload: bytes, environ: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> int | None:
+    """Start `python -m module ARGS` in its own session with `payload` on its stdin and its
+    output to /dev/null; the caller does not wait for it. The pid, or None if it could not start."""
     for pid in list(_children):  # deliverers of earlier reaps: no zombies in long-lived reapers
         try:
             if os.waitpid(pid, os.WNOHANG)[0]:
                 _children.remove(pid)
         except ChildProcessError:
             _children.remove(pid)
-    argv = [sys.executable, "-m", module]
+    argv = [sys.executable, "-m", module, *args]
     try:
         r, w = os.pipe()
     except OSError:
@@ -149,7 +150,8 @@ class _LostRun:
         self.ctx = _Ctx(env, record.instance_id)
 
 
-def _open(where: str, name: str | None) -> Environment:
+def open_spec(where: str, name: str | None) -> Environment:
+    """The environment of an `env_spec` (read and written, never created)."""
     if where.startswith(("postgres://", "postgresql://")):
         from runtools.env.postgres import PostgresEnvironment
 
@@ -190,7 +192,7 @@ def main() -> int:
     cfg = load()
     if not wants(cfg):
         return 0
-    with _open(where, name) as env:
+    with open_spec(where, name) as env:
         deliver(env, cfg, runs)
     return 0
 
