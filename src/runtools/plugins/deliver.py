@@ -115,7 +115,8 @@ def hand_over(env: Environment, runs: list[RunRecord]) -> int | None:
         import json
 
         payload = json.dumps({"env": spec[0], "name": spec[1], "runs": [r.instance_id for r in runs]}).encode()
-        return spawn_detached("runtools.plugins.deliver", payload, dict(os.environ, **{CONFIG_ENV: str(cfg.path)}))
+        environ = dict(os.environ, **{CONFIG_ENV: os.path.abspath(str(cfg.path))})  # this config, wherever it runs
+        return spawn_detached("runtools.plugins.deliver", payload, environ)
     except Exception:
         return None
 
