@@ -59,7 +59,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "retention": {"auto": True, "interval": "1h", "vacuum": "auto"},
     "plugins": {"enabled": False, "timeout": "2s"},
     "eventlog": {"enabled": False, "max_size": "10M", "keep": 3},
-    "longer_than_usual": {"enabled": False, "k": 2.0, "min_runs": 10},
+    "longer_than_usual": {"enabled": True, "k": 2.0, "min_runs": 10},
 }
 
 NOTIFIER_TYPES = ("webhook", "ntfy", "healthchecks", "command")
@@ -103,12 +103,11 @@ class Config:
 
     def wants_hooks(self) -> bool:
         """True when a run needs the hook point (runtools.plugins.hub): event log, plugins,
-        notifiers, "longer than usual" or automatic retention are on."""
+        notifiers or automatic retention are on ("longer than usual" needs no hub: job.longer)."""
         if not self.data:
             return False
         ret = self.section("retention")
         return bool(self.get("eventlog", "enabled") or self.get("plugins", "enabled") or self.section("notifiers")
-                    or self.get("longer_than_usual", "enabled")
                     or (self.get("retention", "auto") and ("older_than" in ret or "keep" in ret)))
 
     def job_defaults(self, job_id: str) -> list[tuple[str, dict[str, Any]]]:

@@ -3,7 +3,8 @@ one JSON-lines file, the same objects as `taro listen --json`.
 
 On with `[eventlog] enabled = true` in runtools.toml. Written by the wrapper of each run (the
 process that records the run's transitions), so it holds created / state changes / warnings /
-ended of every run started on this host. A run ended LOST by another process is not in it.
+ended of every run started on this host. The `ended` of a run ended LOST by another process is
+written by the deliverer that process starts (runtools.plugins.deliver).
 
 File: `[eventlog] path`, else `events.jsonl` in the environment's directory (local), else
 `$RUNTOOLS_HOME/events-NAME.jsonl`. Owner-only (0600). One `write` per line with O_APPEND, so

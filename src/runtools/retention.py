@@ -7,7 +7,8 @@ clean of a large history never holds the write lock for long.
 Automatic retention (`[retention] older_than` / `keep` in runtools.toml, `auto = true`) is
 piggybacked on the end of `run job`: `maybe_auto(env)` costs one `stat` of a stamp file; at
 most once per `interval` (default 1h) one wrapper wins the stamp and starts a detached
-`python -m runtools.retention` that does the work, so no run waits for it.
+`python -m runtools.retention` that does the work, so no run waits for it. A PostgreSQL
+environment is handed to it by name (`taro env add`) or by URL on its stdin (never in an argv).
 
 Space (docs/operations.md "Retention"): SQLite reuses the pages of removed rows for new runs.
 `vacuum = "auto"` (default): `taro clean` runs VACUUM when more than a quarter of the file is
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 BATCH = 500
 STAMP = ".retention-stamp"
-_children: list[int] = []  # detached workers spawned by this process, reaped when seen again
 
 
 def clean(env: Environment, patterns: list[str] | None = None, older_than: float | None = None,
@@ -140,19 +140,31 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
         return False
     directory = getattr(env, "dir", None)
     spec = directory
-    if directory is None:  # a shared environment: by its name (taro env add / [environments]), never a URL
-        name = str(getattr(env, "name", "") or "")
-        if not name or "://" in name or "/" in name:
-            return False
-        from runtools.env.local.paths import runtools_home
+    payload = b""
+    if directory is None:  # a shared environment: by its name (taro env add), or by its URL through a pipe
+        from runtools.env.local.paths import ensure_private_dir, runtools_home
 
-        spec, directory = name, runtools_home()
-    for pid in list(_children):
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                _children.remove(pid)
-        except ChildProcessError:
-            _children.remove(pid)
+        name = str(getattr(env, "name", "") or "")
+        directory = runtools_home()
+        if name and "://" not in name and "/" not in name:
+            spec = name
+        else:
+            from runtools.plugins.deliver import env_spec
+
+            where = env_spec(env)
+            if where is None:
+                return False
+            import json
+            from _blake2 import blake2b
+
+            # one stamp per database and schema, whatever password or options the URL carries
+            ident = f"{getattr(env, 'display', '')}\0{getattr(env, 'schema', '')}".encode()
+            spec = "pg-" + blake2b(ident, digest_size=8).hexdigest()
+            payload = json.dumps({"env": where[0], "name": where[1]}).encode()
+            try:
+                ensure_private_dir(directory)
+            except OSError:
+                return False
     interval = settings[2]
     stamp = os.path.join(directory, STAMP if spec == directory else f"{STAMP}-{spec}")
     now = time.time()
@@ -177,21 +189,10 @@ def maybe_auto(env: Environment, cfg: Any) -> bool:
         os.replace(claim, stamp)
     except OSError:
         return False
-    import sys
+    from runtools.plugins.deliver import spawn_detached
 
-    argv = [sys.executable, "-m", "runtools.retention", str(spec)]
-    try:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), setsid=True,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                                               (os.POSIX_SPAWN_DUP2, devnull, 2)])
-        finally:
-            os.close(devnull)
-    except OSError:
-        return False
-    _children.append(pid)
-    return True
+    # a URL (and its password) goes through a pipe: an argv is visible to every user of the host
+    return spawn_detached("runtools.retention", payload, args=("-",) if payload else (str(spec),)) is not None
 
 
 def run_auto(spec: str) -> int:
@@ -204,6 +205,16 @@ def run_auto(spec: str) -> int:
     if settings is None:
         return 0
     older_than, keep, _interval = settings
+    if spec == "-":  # a PostgreSQL URL on stdin (runtools.plugins.deliver.env_spec)
+        import json
+        import sys
+
+        from runtools.plugins.deliver import open_spec
+
+        data = json.loads(sys.stdin.buffer.read())
+        with open_spec(str(data["env"]), data.get("name")) as env:
+            clean(env, None, older_than, keep)
+        return 0
     with open_environment(spec) as env:
         clean(env, None, older_than, keep)
         vacuum(env, str(cfg.get("retention", "vacuum")), manual=False)

@@ -86,3 +86,21 @@ def test_automatic_retention_of_a_named_postgres_environment(cli, wait_until):
     assert cli.run("-e", "shared", "--id", "pgjob", "--", "true").returncode == 0
     wait_until(lambda: len(cli.history("-e", "shared")) == 1, what="automatic retention on postgres")
     assert (cli.home / ".retention-stamp-shared").exists()
+
+
+def test_automatic_retention_of_a_postgres_environment_given_by_url(cli, wait_until):
+    server = pytest.importorskip("pg.server")
+    url = server.postgres_url(password=True)  # skips without PostgreSQL, fails under CI
+    for _ in range(3):
+        assert cli.run("-e", url, "--id", "pgjob", "--", "true").returncode == 0
+    (cli.cwd / "runtools.toml").write_text('[retention]\nkeep = 1\n')
+    assert cli.run("-e", url, "--id", "pgjob", "--", "true").returncode == 0
+    wait_until(lambda: len(cli.history("-e", url)) == 1, what="automatic retention on a raw URL")
+    (stamp,) = cli.home.glob(".retention-stamp-pg-*")  # one per database and schema; no URL, no password
+    assert server.PASSWORD not in stamp.name
+    # the same database named in the config ([environments.NAME] url = ...) shares that stamp
+    (cli.cwd / "runtools.toml").write_text(f'[retention]\nkeep = 1\n\n[environments.shared]\nurl = "{url}"\n')
+    os.utime(stamp, (0, 0))  # due again
+    assert cli.run("-e", "shared", "--id", "pgjob", "--", "true").returncode == 0
+    wait_until(lambda: len(cli.history("-e", "shared")) == 1, what="automatic retention of [environments.NAME]")
+    assert list(cli.home.glob(".retention-stamp-pg-*")) == [stamp]

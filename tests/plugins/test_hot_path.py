@@ -11,7 +11,9 @@ HEAVY = ("tomllib", "importlib.metadata", "textual", "rich", "urllib.request", "
 
 
 def _imported(cli) -> set[str]:
-    p = subprocess.run([sys.executable, "-X", "importtime", cli.bin("run"), "job", "--", "true"],
+    # the entry point itself, not pip's console-script wrapper (which imports `re` for its argv[0])
+    entry = "import sys; from runtools.cli.run import main; sys.argv[0] = 'run'; sys.exit(main())"
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", entry, "job", "--", "true"],
                        capture_output=True, text=True, timeout=30, env=cli._env(None), cwd=cli.cwd)
     assert p.returncode == 0, p.stderr
     return {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 class RunQuery:
     """A history query. Results come newest first (`ascending` reverses)."""
 
-    __slots__ = ("_matcher", "active", "ascending", "last_per_job", "limit", "outcomes", "run_key", "since",
-                 "statuses", "until")
+    __slots__ = ("_matcher", "active", "ascending", "job_id", "last_per_job", "limit", "outcomes", "run_key",
+                 "since", "statuses", "until")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class RunQuery:
         limit: int | None = None,
         last_per_job: bool = False,
         ascending: bool = False,
+        job_id: str | None = None,  # exactly this job (the (job_id, created_at) index; patterns cannot use it)
     ) -> None:
         self._matcher = matcher
         self.active = active
@@ -53,6 +54,7 @@ class RunQuery:
         self.limit = limit
         self.last_per_job = last_per_job
         self.ascending = ascending
+        self.job_id = job_id
 
     @property
     def matcher(self) -> RunMatcher:
@@ -72,6 +74,7 @@ class Tx(ABC):
 
     def __init__(self) -> None:
         self.events: list[Event] = []  # published by the environment after commit
+        self.reaped: list[RunRecord] = []  # runs this transaction ended LOST: handed over after commit
 
     @abstractmethod
     def active_runs(self) -> list[RunRecord]:

@@ -44,6 +44,9 @@ def run_filters(
         sql, ps = status_in(sorted(statuses))
         where.append(sql)
         params.extend(ps)
+    if q.job_id is not None:
+        where.append(f"job_id = {ph}")
+        params.append(q.job_id)
     if q.run_key is not None:
         where.append(f"run_key = {ph}")
         params.append(q.run_key)

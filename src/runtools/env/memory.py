@@ -164,6 +164,8 @@ class MemoryEnvironment(Environment):
                 continue
             if q.run_key is not None and r.run_key != q.run_key:
                 continue
+            if q.job_id is not None and r.job_id != q.job_id:
+                continue
             if not q.matcher(r):
                 continue
             out.append(copy.deepcopy(r))

@@ -147,10 +147,16 @@ class JobRun:
         ctx.lease = lease
         if hasattr(lease, "on_lost"):  # a lease that can be lost while the run lives (postgres)
             lease.on_lost = self._lease_lost
-        endpoint = hub = None
+        endpoint = hub = longer = None
         restore = _install_signal_handlers(self)
         try:
-            hub = _hub(self)  # event log, plugins, notifiers, retention: None unless runtools.toml turns one on
+            cfg = _config()
+            hub = _hub(self, cfg)  # event log, plugins, notifiers, retention: None unless runtools.toml turns one on
+            if cfg.get("longer_than_usual", "enabled"):  # on by default; lazy (runtools.job.longer)
+                from runtools.job.longer import from_config
+
+                longer = from_config(self, cfg)
+                ctx.on_executing = longer.start if longer is not None else None
             existing = self._create()
             if hub is not None and existing is None:
                 hub.event(Event("created", rec.copy()))
@@ -175,6 +181,8 @@ class JobRun:
             return RunResult(rec, exit_code_for(rec))
         finally:
             restore()
+            if longer is not None:
+                longer.close()
             if endpoint is not None:
                 endpoint.close()
             lease.release()
@@ -246,11 +254,14 @@ class JobRun:
                 time.sleep(0.2)
 
 
-def _hub(job: JobRun) -> Any:
-    """The run's hook point (runtools.plugins.hub), only when the config file turns a hook on."""
+def _config() -> Any:
     from runtools.config import load
 
-    cfg = load()
+    return load()
+
+
+def _hub(job: JobRun, cfg: Any) -> Any:
+    """The run's hook point (runtools.plugins.hub), only when the config file turns a hook on."""
     if not cfg.wants_hooks():
         return None
     from runtools.plugins.hub import Hub

@@ -93,6 +93,7 @@ class RunContext:
         self.endpoint: Any = None  # ControlEndpoint once serving
         self.lease: Any = None  # Lease of the run, inherited by its child process
         self._watched: set[str] = set()
+        self.on_executing: Callable[[], None] | None = None  # called once the work starts ("longer than usual")
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -141,6 +142,8 @@ class RunContext:
             self.run.detail = detail
         if changed:
             self.save(event or state.value.lower())
+            if state is State.EXECUTING and self.on_executing is not None:
+                self.on_executing()
 
     def add_warning(self, text: str, limit: int = 50) -> None:
         with self._lock:

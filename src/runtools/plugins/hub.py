@@ -1,6 +1,7 @@
-"""The one hook point of a run (job.instance): event log, plugins, notifiers, "longer than
-usual", automatic retention. Made only when runtools.toml turns one of them on
-(`runtools.config.Config.wants_hooks`); a run without them never imports this module.
+"""The one hook point of a run (job.instance): event log, plugins, notifiers, automatic
+retention. Made only when runtools.toml turns one of them on (`runtools.config.Config.wants_hooks`);
+a run without them never imports this module. ("Longer than usual" is runtools.job.longer: its
+warnings reach the hub as events.)
 
 The wrapper's own work never waits for a hook: events are appended to the event log (one
 `write`) and queued; a worker thread calls plugins (each call bounded by `[plugins] timeout`)
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
     from runtools.model.events import Event
 
-LONGER = "longer than usual"
 DISCOVERY_S = 10.0
 _STOP = object()
 
@@ -88,7 +88,6 @@ class Hub:
         self.reported: set[str] = set()
         self.once: set[str] = set()
         self.recent: list[Event] = []
-        self.timer: Any = None
         self.queue: Any = None
         self.worker_done = _thread.allocate_lock()
         self.loaded = _thread.allocate_lock()  # released once the plugins are loaded (or none are wanted)
@@ -104,8 +103,7 @@ class Hub:
             from runtools.plugins.notifiers import from_config
 
             self.notifiers = from_config(cfg)
-        self.longer = cfg.get("longer_than_usual", "enabled")
-        if self.want_plugins or self.notifiers or self.longer:
+        if self.want_plugins or self.notifiers:
             from queue import SimpleQueue
 
             self.queue = SimpleQueue()
@@ -131,11 +129,9 @@ class Hub:
         if self.queue is not None and not self.closed:
             self.queue.put(ev)
 
-    def close(self) -> None:
+    def close(self, retention: bool = True) -> None:
         """The run has ended: wait for queued hooks (bounded), then automatic retention."""
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.queue is not None:
             self.queue.put(_STOP)
             while not self.loaded.acquire(timeout=0.05):  # plugins still loading: bounded, see _load_plugins
@@ -147,7 +143,7 @@ class Hub:
         hubs = getattr(self.env, "_rt_hubs", None)
         if hubs is not None:
             hubs.pop(self.job.record.instance_id, None)
-        if not self.cfg.section("retention"):
+        if not retention or not self.cfg.section("retention"):
             return
         try:
             from runtools.retention import maybe_auto
@@ -178,11 +174,9 @@ class Hub:
             self.worker_done.release()
 
     def _dispatch(self, ev: Event) -> None:
-        if ev.event == "executing" and self.longer:
-            self._arm_longer(ev)
         if self.plugins:
             self._plugins(ev)
-        if ev.event == "created" and self.problems:  # plugins that do not load: once the run exists
+        if ev.event in ("created", "ended") and self.problems:  # plugins that do not load: once the run exists
             for p in self.problems:
                 self._problem(p)
         for n in self.notifiers:
@@ -260,41 +254,6 @@ class Hub:
     def _drop(self, name: str, why: str) -> None:
         self.plugins = [(n, p) for n, p in self.plugins if n != name]
         self._problem(why)
-
-    def _arm_longer(self, ev: Event) -> None:
-        from runtools.env.base import RunQuery
-        from runtools.model.criteria import RunMatcher
-        from runtools.model.status import Status
-
-        r = ev.run
-        k = float(self.cfg.get("longer_than_usual", "k"))
-        need = int(self.cfg.get("longer_than_usual", "min_runs"))
-        past = self.env.find_runs(RunQuery(matcher=RunMatcher.parse([r.job_id]), active=False,
-                                           statuses=(Status.COMPLETED,), limit=max(100, need)))
-        durations = sorted(d for d in (p.duration for p in past if p.job_id == r.job_id) if d is not None)
-        if len(durations) < need:
-            return
-        from runtools.model.stats import _pct
-
-        p95 = _pct(durations, 95) or 0.0
-        limit = max(k * p95, 0.001)
-        started = r.started_at or time.time()
-        delay = max(0.0, started + limit - time.time())
-        import threading
-
-        from runtools.model.durations import human_duration
-
-        text = (f"{LONGER}: executing longer than {human_duration(limit)} ({k:g} x p95 {human_duration(p95)} "
-                f"of the last {len(durations)} successful runs)")
-
-        def fire() -> None:
-            if self.closed or not self.job.record.active:
-                return
-            self._warn(text)
-
-        self.timer = threading.Timer(delay, fire)
-        self.timer.daemon = True
-        self.timer.start()
 
     # -- reporting -------------------------------------------------------------------------------
     def _problem(self, text: str, record: bool = True) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 from runtools.config import RULE_EVENTS as EVENT_WORDS
-from runtools.plugins.hub import LONGER
+from runtools.job.longer import LONGER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -83,19 +83,32 @@ class Http:
         return f"/api/runs/{quote(iid, safe='@')}{tail}"
 
 
-def sse_events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
+def sse_messages(lines: Iterator[bytes]) -> Iterator[tuple[str, str | None, Any]]:
+    """(kind, id, data) of each message of an SSE stream: kind `message` (data: the parsed JSON)
+    or `reset` (the server could not resume: data None); id is the stream position to resume
+    from (`Last-Event-ID`), also given alone by the server when a stream starts."""
     data: list[str] = []
     kind = "message"
+    eid: str | None = None
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
-            if data and kind == "message":  # a `reset` (never asked for here) carries no event
-                yield json.loads("\n".join(data))
-            data, kind = [], "message"
+            if data or kind != "message" or eid is not None:
+                yield kind, eid, json.loads("\n".join(data)) if data and kind == "message" else None
+            data, kind, eid = [], "message", None
         elif line.startswith("data:"):
             data.append(line[5:].lstrip(" "))
         elif line.startswith("event:"):
             kind = line[6:].strip()
+        elif line.startswith("id:"):
+            eid = line[3:].strip()
+
+
+def sse_events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
+    """The events of an SSE stream (a `reset` carries none)."""
+    for kind, _eid, data in sse_messages(lines):
+        if kind == "message" and data is not None:
+            yield data
 
 
 # -- ssh -----------------------------------------------------------------------------------------

@@ -306,7 +306,8 @@ class Server:
         async def gen() -> Any:
             nonlocal seq
             deadline = None if timeout is None else time.monotonic() + timeout
-            yield "retry: 1000\n\n"
+            # where this stream starts: a client that drops before any event can still resume here
+            yield f"retry: 1000\nid: {hub.event_id(seq)}\n\n"
             if reset:
                 yield f"id: {hub.event_id(seq)}\nevent: reset\ndata: {{}}\n\n"
             while True:

@@ -46,10 +46,15 @@ FISH = r'''# fish completion for taro and run (runtools): taro completion fish |
 function __runtools_complete
     set -l tokens (commandline -opc)
     set -l cur (commandline -ct)
-    taro completion --complete $tokens -- "$cur" 2>/dev/null
+    set -l found (taro completion --complete $tokens -- "$cur" 2>/dev/null)
+    if test (count $found) -gt 0
+        printf '%s\n' $found
+    else if string match -q -- '*run' $tokens[1]
+        __fish_complete_path "$cur"
+    end
 end
 complete -c taro -f -a '(__runtools_complete)'
-complete -c run -a '(__runtools_complete)'
+complete -c run -f -a '(__runtools_complete)'
 '''
 
 SCRIPTS = {"bash": BASH, "zsh": ZSH, "fish": FISH}

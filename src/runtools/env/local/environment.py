@@ -46,6 +46,7 @@ class LocalTx(Tx):
             else:
                 self.update(store.mark_lost(r, now))
                 self.publish_after_commit(Event("ended", r, now))
+                self.reaped.append(r)
                 self.env._remove_leftovers(r)
         return out
 
@@ -153,6 +154,10 @@ class _Transaction:
             env._lock.release()
         for ev in tx.events:
             env.publish(ev)
+        if tx.reaped:  # their wrappers are gone: their end reaches notifiers and the event log from here
+            from runtools.plugins.deliver import hand_over
+
+            hand_over(env, tx.reaped)
 
 
 class LocalEnvironment(Environment):

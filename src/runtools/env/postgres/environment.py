@@ -306,6 +306,7 @@ class PgTx(Tx):
             else:
                 self.update(rows.mark_lost(r, now))
                 self.publish_after_commit(Event("ended", r, now))
+                self.reaped.append(r)
         return out
 
     def get(self, instance_id: str) -> RunRecord | None:
@@ -421,6 +422,10 @@ class _Transaction:
                 raise store.error(e, env.display) from None
         finally:
             env._lock.release()
+        if tx.reaped:  # their wrappers are gone: their end reaches notifiers and the event log from here
+            from runtools.plugins.deliver import hand_over
+
+            hand_over(env, tx.reaped)
 
 
 # -- leases ------------------------------------------------------------------------------------
