@@ -112,6 +112,11 @@ def test_every_command_of_one_host_acts_on_the_job_of_another(hosts, tmp_path: P
         time.sleep(0.05)  # the wrapper stores output in chunks as it comes: poll interval of a deadline loop
     assert logged(b, "--tail", "2") == "2\n3\n" and logged(b, "--tail", "0") == ""
     assert logged(b, "--stream", "stderr") == "e\n" == logged(a, "--stream", "stderr")
+    follower = subprocess.Popen([str(BIN / "orchesjob"), "logs", "--run-key", "k", "--follow"], env=b.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+    b.procs.append(follower)
+    assert [follower.stdout.readline() for _ in range(3)] == ["1\n", "2\n", "3\n"]
     p = b("abort", "--run-key", "k", "--reason", "from B", "--grace-seconds", "1")
     assert p.returncode == 0, p.stderr
     ab = json.loads(p.stdout)
@@ -122,6 +127,8 @@ def test_every_command_of_one_host_acts_on_the_job_of_another(hosts, tmp_path: P
     while pid_alive(d["worker_pid"]):
         assert time.monotonic() < deadline, "the worker did not exit"
         time.sleep(0.02)  # poll interval of a deadline loop
+    rest, err = follower.communicate(timeout=15)  # the job ended: so does the follower
+    assert (follower.returncode, rest, err) == (0, "", "")
     p = b("abort", "--run-key", "k")
     assert (p.returncode, p.stderr) == (4, f"orchesjob: Job is not running: {d['job_id']} status=ABORTED\n")
     assert a.ok("status", "--run-key", "k")["status"] == "ABORTED"
