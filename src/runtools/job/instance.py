@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 #: recording a run's end: the first pause between attempts, doubled up to the last
 END_RETRY_FIRST_S = 0.2
 END_RETRY_MAX_S = 5.0
+LATE_END = "the end was recorded late"
 
 
 class RunResult:
@@ -246,13 +247,12 @@ class JobRun:
             rec.exit_code = code
             rec.exit_code = exit_code_for(rec)  # stored = what the wrapper exits with, executed or not
             rec.ended_at = time.time()
-            warnings, actions = list(rec.warnings), list(rec.actions)
         deadline = time.monotonic() + self._end_wait
         delay = END_RETRY_FIRST_S
         attempt = 0
         while True:
             try:
-                self._record_end(warnings, actions, late=attempt > 0)
+                self._record_end(late=attempt > 0)
                 return
             except Exception:
                 attempt += 1
@@ -261,28 +261,31 @@ class JobRun:
                 time.sleep(delay)
                 delay = min(delay * 2, END_RETRY_MAX_S)
 
-    def _record_end(self, warnings: list[str], actions: list[dict[str, Any]], late: bool) -> None:
-        """Write the end (over `warnings`/`actions` as they were at the end: an attempt that
-        failed leaves nothing twice). If another process ended the run meanwhile — LOST, while
-        the environment could not be reached from here — this real end replaces it, said in a
+    def _record_end(self, late: bool) -> None:
+        """Write the end. If another process ended the run meanwhile — LOST, while the
+        environment could not be reached from here — this real end replaces it, said in a
         warning, an action `end-recorded-late` and the event's detail (`late`, `was`)."""
         env, rec, ctx = self.env, self.record, self.ctx
         detail = None
         with ctx._lock:
             with env.transaction() as tx:
                 stored = tx.get(rec.instance_id)
-                rec.warnings, rec.actions = list(warnings), list(actions)
-                if stored is not None and stored.stage is Stage.ENDED and (  # not by an attempt of ours
-                        stored.status is not rec.status or abs((stored.ended_at or 0) - (rec.ended_at or 0)) > 1e-3):
+                ended = stored is not None and stored.stage is Stage.ENDED
+                ours = ended and stored is not None and stored.status is rec.status and abs(
+                    (stored.ended_at or 0) - (rec.ended_at or 0)) < 1e-3  # an attempt that committed
+                if ended and not ours:
+                    assert stored is not None
                     was = stored.status.value if stored.status else None
-                    note = (f"the end was recorded late: the environment could not be reached when the run ended, "
+                    note = (f"{LATE_END}: the environment could not be reached when the run ended, "
                             f"and another process had meanwhile ended it {was}; this is its real end")
-                    rec.warnings.append(note)
+                    # said once, whatever an attempt that failed to commit had added
+                    rec.warnings = [w for w in rec.warnings if not w.startswith(LATE_END)] + [note]
+                    rec.actions = [a for a in rec.actions if a.get("action") != "end-recorded-late"]
                     rec.actions.append({"action": "end-recorded-late", "by": "wrapper", "at": time.time(),
                                         "reason": note, "was": was, "was_at": stored.ended_at})
-                    detail = {"late": True, "was": was}
-                elif late and stored is not None and stored.stage is not Stage.ENDED:
-                    detail = {"late": True}
+                if late or (ended and not ours):
+                    said = [a for a in rec.actions if a.get("action") == "end-recorded-late"]
+                    detail = {"late": True, "was": said[-1]["was"]} if said else {"late": True}
                 tx.update(rec)
             snapshot = rec.copy()
         env.publish(Event("ended", snapshot, detail=detail))
