@@ -148,7 +148,7 @@ def test_a_run_ended_lost_while_its_host_was_cut_off_gets_its_real_end_with_a_wa
         (ended,) = cli.history("-e", url)
         assert (ended["status"], ended["exit_code"], ended["host"]) == ("COMPLETED", 0, "host-a")
         assert len(ended["warnings"]) == 1 and "recorded late" in ended["warnings"][0]
-        assert "ended it LOST" in ended["warnings"][0]
+        assert "had ended the run LOST" in ended["warnings"][0]
         late = ended["actions"][-1]
         assert (late["action"], late["by"], late["was"]) == ("end-recorded-late", "wrapper", "LOST")
 

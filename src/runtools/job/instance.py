@@ -276,8 +276,8 @@ class JobRun:
                 if ended and not ours:
                     assert stored is not None
                     was = stored.status.value if stored.status else None
-                    note = (f"{LATE_END}: the environment could not be reached when the run ended, "
-                            f"and another process had meanwhile ended it {was}; this is its real end")
+                    note = (f"{LATE_END}: another process had ended the run {was} while its wrapper could not "
+                            f"reach the environment; this is its real end")
                     # said once, whatever an attempt that failed to commit had added
                     rec.warnings = [w for w in rec.warnings if not w.startswith(LATE_END)] + [note]
                     rec.actions = [a for a in rec.actions if a.get("action") != "end-recorded-late"]
