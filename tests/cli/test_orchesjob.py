@@ -67,9 +67,15 @@ class OJ:
         return self.ok("status", "--run-key", key)
 
 
+ON_POSTGRES = os.environ.get("RUNTOOLS_TEST_ENV") == "postgres"
+local_only = pytest.mark.skipif(ON_POSTGRES, reason="about the local home's SQLite file")
+
+
 @pytest.fixture
 def oj(tmp_path: Path):
     o = OJ(tmp_path / "oj")
+    if ON_POSTGRES:  # the home points at a PostgreSQL environment (a schema of its own)
+        point_home_at_postgres(o.home)
     yield o
     for p in o.procs:
         if p.poll() is None:
@@ -78,15 +84,38 @@ def oj(tmp_path: Path):
     _kill_leftovers(o.home)
 
 
+def point_home_at_postgres(home: Path, url: str | None = None) -> str:
+    """Make `home` an orchesjob home whose runs live in PostgreSQL, as `taro env add HOME URL` does."""
+    from pg.server import postgres_url
+
+    url = url or postgres_url()
+    p = subprocess.run([str(BIN / "taro"), "env", "add", str(home), url], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return url
+
+
+def home_env(home: Path):
+    """The environment of an orchesjob home (its orchesjob.db, or the PostgreSQL one it points at)."""
+    from runtools.env import open_environment
+    from runtools.env.local import LocalEnvironment
+
+    if (home / "postgres.url").exists():
+        return open_environment(str(home))
+    return LocalEnvironment(str(home), db_name="orchesjob.db")
+
+
 def _kill_leftovers(home: Path) -> None:
     """Kill whatever a test left running (targets by process group, workers by pid)."""
-    db = home / "orchesjob.db"
-    if not db.exists():
+    if not (home / "orchesjob.db").exists() and not (home / "postgres.url").exists():
         return
-    with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT data FROM runs WHERE stage != 'ENDED'").fetchall()
-    for (data,) in rows:
-        d = json.loads(data)
+    from runtools.env.base import RunQuery
+
+    try:
+        with home_env(home) as env:
+            rows = [r.to_dict() for r in env.find_runs(RunQuery(active=True))]
+    except Exception:  # nothing recorded (the schema was never created)
+        return
+    for d in rows:
         for pid, group in ((d.get("child_pid"), True), (d.get("pid"), False)):
             if pid:
                 try:
@@ -118,8 +147,13 @@ def wait_until(cond, timeout: float = 10.0, what: str = "condition"):
         time.sleep(0.01)  # poll interval of a deadline loop
 
 
-def listeners() -> int:
-    """Event listener sockets in this test's runtime dir (a waiting `start --sync` has one)."""
+def listeners(home: Path | None = None) -> int:
+    """Event listener sockets in this test's runtime dir (a waiting `start --sync` has one); on
+    a PostgreSQL home, the subscriptions open on its environment."""
+    if home is not None and (home / "postgres.url").exists():
+        from pg.server import listeners as pg_listeners
+
+        return pg_listeners((home / "postgres.url").read_text().strip())
     base = Path(os.environ["XDG_RUNTIME_DIR"]) / "runtools"
     if not base.is_dir():
         return 0
@@ -158,7 +192,7 @@ def test_start_sync_success_has_every_key(oj: OJ) -> None:
     assert d["finished_at"] is not None and d["aborted_at"] is None
     for p in (oj.home, oj.home / "logs"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o700
-    assert (oj.home / "orchesjob.db").exists()
+    assert (oj.home / ("postgres.url" if ON_POSTGRES else "orchesjob.db")).exists()
 
 
 def test_failed_job_is_exit_0_with_the_code_in_json(oj: OJ) -> None:
@@ -200,7 +234,7 @@ def test_second_start_returns_the_active_job(oj: OJ, tmp_path: Path) -> None:
     assert (again["accepted"], again["existing"], again["status"]) == (False, True, "RUNNING")
     assert again["command"] == cmd
     waiter = oj.spawn("start", "--run-key", "k", "--sync", "--", "echo", "other")  # attaches, waits for the end
-    wait_until(listeners, what="the attached start to listen for the end")
+    wait_until(lambda: listeners(oj.home), what="the attached start to listen for the end")
     open_gate(fifo)
     out, _ = waiter.communicate(timeout=20)
     d = json.loads(out)
@@ -402,13 +436,11 @@ def test_abort_errors(oj: OJ) -> None:
 
 def test_abort_never_signals_a_reused_pid(oj: OJ, tmp_path: Path) -> None:
     """The recorded pids now belong to other processes (start times differ): hands off."""
-    from runtools.env.local import LocalEnvironment
-
     _fifo, cmd = gate(tmp_path)
     d = oj.ok("start", "--run-key", "reuse", "--", *cmd)
     decoy = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        with LocalEnvironment(str(oj.home), db_name="orchesjob.db") as env, env.transaction() as tx:
+        with home_env(oj.home) as env, env.transaction() as tx:
             rec = tx.get(f"orchesjob@{d['job_id']}")
             rec.child_pid = rec.pid = decoy.pid
             rec.child_start = 1.0
@@ -502,6 +534,7 @@ def test_clean_argument_errors(oj: OJ) -> None:
 # -- environment, database, entry points -------------------------------------------------------
 
 
+@local_only
 def test_busy_database_is_exit_5(oj: OJ) -> None:
     oj.ok("start", "--run-key", "b", "--sync", "--", "true")
     holder = sqlite3.connect(oj.home / "orchesjob.db", isolation_level=None)
@@ -533,3 +566,26 @@ def test_runs_show_in_taro_history_and_python_m_works(oj: OJ) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["job_id"] == d["job_id"]
     p = subprocess.run([sys.executable, "-m", "orchesjob", "--version"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and p.stdout.startswith("orchesjob ")
+
+
+@local_only
+def test_an_orchesjob_home_under_runtools_home_is_a_listed_environment(home: Path) -> None:
+    """An environment folder holding only orchesjob.db is a local environment like any other:
+    `taro env list/show` name it, `-e NAME` reads it, and `taro env add` will not hide its history."""
+    o = OJ(home / "jobs")
+    d = o.ok("start", "--run-key", "e", "--sync", "--", "true")
+    p = subprocess.run([str(BIN / "taro"), "env", "list", "--json"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert {"name": "jobs", "kind": "local", "location": str(home / "jobs"), "source": "$RUNTOOLS_HOME"} in \
+        json.loads(p.stdout)
+    p = subprocess.run([str(BIN / "taro"), "env", "show", "jobs", "--json"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0 and json.loads(p.stdout)["exists"] is True, p.stderr
+    p = subprocess.run([str(BIN / "taro"), "history", "-e", "jobs", "--json"], capture_output=True, text=True,
+                       timeout=30)
+    assert [r["run_id"] for r in json.loads(p.stdout)] == [d["job_id"]]
+    for name in ("jobs", str(home / "jobs")):  # by name, or as a directory (an orchesjob home)
+        p = subprocess.run([str(BIN / "taro"), "env", "add", name, "postgresql://u@db/x"], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 2 and "is a local environment with a history" in p.stderr, p.stderr
+    assert not (home / "jobs" / "postgres.url").exists()

@@ -75,7 +75,11 @@ class Die(ExecutionPhase):
     def execute(self, ctx):
         os.kill(os.getpid(), signal.SIGKILL)  # killed after the run was recorded, before launching
 
-env = LocalEnvironment(sys.argv[1], db_name="orchesjob.db")
+if os.path.exists(os.path.join(sys.argv[1], "postgres.url")):  # a home on PostgreSQL
+    from runtools.env import open_environment
+    env = open_environment(sys.argv[1])
+else:
+    env = LocalEnvironment(sys.argv[1], db_name="orchesjob.db")
 JobRun(env, "orchesjob", Die(), admission=[RunKeyClaim("half")], run_id=sys.argv[2], run_key="half",
        command=["true"]).run()
 """

@@ -127,12 +127,21 @@ def test_wait_over_http_and_ssh(cli, hosts):
     assert p.returncode == 0, p.stderr
     assert sorted((d["remote"], d["event"], d["job_id"]) for d in map(json.loads, p.stdout.splitlines())) == \
         sorted([(hosts["A"], "current", "job-a"), (hosts["S"], "current", "job-s")])
+    # a wait that ended without reaching its state exits as `taro wait` does locally, each host said
     p = cli.taro("-H", hosts["B"], "wait", "job-b", "completed", env=env)
-    assert p.returncode == 1
-    assert "ended FAILED: it can no longer reach COMPLETED" in p.stderr
+    assert p.returncode == 4, p.stderr
+    assert p.stderr == f"taro: {hosts['B']}: job-b@{_run_id(cli, hosts['env_b'])} ended FAILED: it can no longer " \
+        "reach COMPLETED\n"
+    p = cli.taro("-H", hosts["S"], "wait", "job-s", "failed", env=env)  # over ssh: the far side's exit 4
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.startswith(f"taro: {hosts['S']}: job-s@") and "it can no longer reach FAILED" in p.stderr
     p = cli.taro("-H", f"{hosts['A']},{hosts['S']}", "wait", "nothing-yet", "--timeout", "0.5s", env=env)
-    assert p.returncode == 1
+    assert p.returncode == 124
     assert p.stderr.count("timed out waiting for ended") == 2, p.stderr
+    p = cli.taro("-H", f"{hosts['A']},{hosts['S']}", "wait", "job-x@nope", env=env)
+    assert p.returncode == 3 and p.stderr.count("no run job-x@nope") == 2, p.stderr
+    p = cli.taro("-H", f"{hosts['B']},{hosts['DOWN']}", "wait", "job-b", "completed", env=env)
+    assert p.returncode == 1 and p.stderr.count("\n") == 2, p.stderr  # a host that failed: 1, as for every verb
     live = cli.spawn_gated("w-live", "-e", str(hosts["env_a"]))
     waiter = cli.spawn(["taro", "-H", hosts["A"], "wait", "w-live", "--json"], env=env)
     cli.release(live)
@@ -140,6 +149,11 @@ def test_wait_over_http_and_ssh(cli, hosts):
     assert waiter.wait(15) == 0
     (d,) = [json.loads(x) for x in waiter.stdout.read().splitlines()]
     assert d["job_id"] == "w-live" and d["run"]["status"] == "COMPLETED" and d["remote"] == hosts["A"]
+
+
+def _run_id(cli, env: Path) -> str:
+    (r,) = cli.history("-e", str(env))
+    return r["run_id"]
 
 
 def test_listen_on_many_hosts(cli, hosts):

@@ -252,6 +252,12 @@ class Environment(ABC):
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
         """Where the run's stdout and stderr are stored."""
 
+    def end_wait(self) -> float:
+        """How long a run's wrapper keeps trying to record its end when the store cannot be
+        reached (seconds; 0: a few quick attempts). A backend on a server that may be away for a
+        while (postgres) says longer, so the real end is recorded once it is back."""
+        return 0.0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
 
 
+#: recording a run's end: the first pause between attempts, doubled up to the last
+END_RETRY_FIRST_S = 0.2
+END_RETRY_MAX_S = 5.0
+LATE_END = "the end was recorded late"
+
+
 class RunResult:
     """What a finished (or attached-to) run ended with."""
 
@@ -106,6 +112,8 @@ class JobRun:
         self._output_paths = output_paths
         self.ctx = RunContext(env, self.record)
         self._raised: BaseException | None = None
+        end_wait = getattr(env, "end_wait", None)
+        self._end_wait = end_wait() if end_wait is not None else 0.0  # now: a bad setting fails before the run
         self.signalled: int | None = None  # the signal that interrupted the run, if one did
 
     # -- control -------------------------------------------------------------------------------
@@ -237,6 +245,9 @@ class JobRun:
             return Status.ERROR, EXIT_WRAPPER_FAILED
 
     def _finish(self, status: Status, code: int | None) -> None:
+        """Record the end. A busy or full disk, or a server that is away, must not leave the run
+        "running" (then LOST) if we can help it: tried again with backoff for the environment's
+        end_wait() (at least 3 attempts), then the error goes to the caller."""
         rec = self.record
         with self.ctx._lock:
             rec.stage = Stage.ENDED
@@ -244,14 +255,48 @@ class JobRun:
             rec.exit_code = code
             rec.exit_code = exit_code_for(rec)  # stored = what the wrapper exits with, executed or not
             rec.ended_at = time.time()
-        for attempt in range(3):  # a busy or full disk must not leave the run "running" if we can help it
+        deadline = time.monotonic() + self._end_wait
+        delay = END_RETRY_FIRST_S
+        attempt = 0
+        while True:
             try:
-                self.ctx.save("ended")
+                self._record_end(late=attempt > 0)
                 return
             except Exception:
-                if attempt == 2:
+                attempt += 1
+                if attempt >= 3 and time.monotonic() + delay > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(delay)
+                delay = min(delay * 2, END_RETRY_MAX_S)
+
+    def _record_end(self, late: bool) -> None:
+        """Write the end. If another process ended the run meanwhile — LOST, while the
+        environment could not be reached from here — this real end replaces it, said in a
+        warning, an action `end-recorded-late` and the event's detail (`late`, `was`)."""
+        env, rec, ctx = self.env, self.record, self.ctx
+        detail = None
+        with ctx._lock:
+            with env.transaction() as tx:
+                stored = tx.get(rec.instance_id)
+                ended = stored is not None and stored.stage is Stage.ENDED
+                ours = ended and stored is not None and stored.status is rec.status and abs(
+                    (stored.ended_at or 0) - (rec.ended_at or 0)) < 1e-3  # an attempt that committed
+                if ended and not ours:
+                    assert stored is not None
+                    was = stored.status.value if stored.status else None
+                    note = (f"{LATE_END}: another process had ended the run {was} while its wrapper could not "
+                            f"reach the environment; this is its real end")
+                    # said once, whatever an attempt that failed to commit had added
+                    rec.warnings = [w for w in rec.warnings if not w.startswith(LATE_END)] + [note]
+                    rec.actions = [a for a in rec.actions if a.get("action") != "end-recorded-late"]
+                    rec.actions.append({"action": "end-recorded-late", "by": "wrapper", "at": time.time(),
+                                        "reason": note, "was": was, "was_at": stored.ended_at})
+                if late or (ended and not ours):
+                    said = [a for a in rec.actions if a.get("action") == "end-recorded-late"]
+                    detail = {"late": True, "was": said[-1]["was"]} if said else {"late": True}
+                tx.update(rec)
+            snapshot = rec.copy()
+        env.publish(Event("ended", snapshot, detail=detail))
 
 
 def _config() -> Any:

@@ -10,7 +10,7 @@ import time
 from runtools.env.base import RunQuery
 from runtools.errors import NotFoundError, StateError, UsageError
 from runtools.model.run import RunRecord
-from runtools.orchesjob.reads import Reader
+from runtools.orchesjob.reads import reader
 from runtools.orchesjob.view import ACTIVE, JOB, format_job, format_override, iso, secs, status_of
 
 TYPE_CHECKING = False  # keep `typing` off the hot path
@@ -90,10 +90,10 @@ def status(env: Any, run_key: str | None, job_id: str | None, running: bool, all
     overrides: dict[str, Any] = {}
     # reads without the write lock (a status answers while a writer holds it); a run found with
     # a dead lease is ended LOST in a transaction of its own
-    return _status(Reader(env), overrides, run_key, job_id, running, all_)
+    return _status(reader(env), overrides, run_key, job_id, running, all_)
 
 
-def _status(tx: Reader, overrides: dict[str, Any], run_key: str | None, job_id: str | None, running: bool,
+def _status(tx: Any, overrides: dict[str, Any], run_key: str | None, job_id: str | None, running: bool,
             all_: bool) -> Any:
     if running:
         return [
@@ -119,16 +119,24 @@ def _status(tx: Reader, overrides: dict[str, Any], run_key: str | None, job_id: 
 # -- logs --------------------------------------------------------------------------------------
 
 
-def log_path(env: Any, run_key: str | None, job_id: str | None, stream: str) -> tuple[RunRecord, str]:
-    rec = resolve(Reader(env), run_key, job_id)  # a read: no write lock
+def log_path(env: Any, run_key: str | None, job_id: str | None, stream: str) -> tuple[RunRecord, str | None]:
+    """The job and its log file; the path is None for a job that ran on another host of a
+    PostgreSQL home whose file is not here: its copy in the environment is printed instead."""
+    rec = resolve(reader(env), run_key, job_id)  # a read: no write lock
     path = rec.stdout_path if stream == "stdout" else rec.stderr_path
     if not path or not os.path.exists(path):
+        from runtools.orchesjob import this_host
+
+        if hasattr(env, "stored_output_bytes") and rec.host != this_host():
+            return rec, None
         raise NotFoundError(f"Log file not found: {path}")
     return rec, path
 
 
-def write_logs(env: Any, rec: RunRecord, path: str, stream: str, tail: int | None, follow: bool, out: Any) -> None:
-    """Print the stored log (or its last `tail` lines); with `follow`, then its live output until the end."""
+def write_logs(env: Any, rec: RunRecord, path: str | None, stream: str, tail: int | None, follow: bool,
+               out: Any) -> None:
+    """Print the stored log (or its last `tail` lines); with `follow`, then its live output until the end.
+    `path` None: the copy kept in the environment (a job of another host)."""
     feed = None
     offset = None
     if follow and rec.active:
@@ -138,13 +146,16 @@ def write_logs(env: Any, rec: RunRecord, path: str, stream: str, tail: int | Non
             offset = offsets.get(stream, 0) if kind == "offsets" else None
         except (NotFoundError, StopIteration):
             feed = None
-    from runtools.output.tail import iter_range, tail_range
+    if path is None:
+        _write_stored(env, rec, stream, tail, offset, out)
+    else:
+        from runtools.output.tail import iter_range, tail_range
 
-    # the last `tail` lines (a final line without a newline counts), found backwards and copied
-    # in blocks: linear in what is printed, whatever the size of the log or of one line
-    start, end = tail_range(path, tail, offset) if tail is not None else (0, offset)
-    for chunk in iter_range(path, start, end):
-        out.write(chunk)
+        # the last `tail` lines (a final line without a newline counts), found backwards and copied
+        # in blocks: linear in what is printed, whatever the size of the log or of one line
+        start, end = tail_range(path, tail, offset) if tail is not None else (0, offset)
+        for chunk in iter_range(path, start, end):
+            out.write(chunk)
     out.flush()
     if feed is None:
         return
@@ -152,6 +163,36 @@ def write_logs(env: Any, rec: RunRecord, path: str, stream: str, tail: int | Non
         if name == stream:
             out.write(chunk)
             out.flush()
+
+
+def _write_stored(env: Any, rec: RunRecord, stream: str, tail: int | None, end: int | None, out: Any) -> None:
+    """The environment's copy of a job's `stream` (up to byte `end`), or its last `tail` lines.
+    It keeps only the last part of a long output: when what is printed reaches back past what
+    it kept, a line on stderr says so, and where the whole log is."""
+    chunks = env._stored_chunks(rec, stream)  # [(offset, bytes)], oldest first
+    first = chunks[0][0] if chunks else 0
+    data = b"".join(bytes(c) for _off, c in chunks)
+    if end is not None:
+        data = data[: max(0, end - first)]
+    whole = True  # everything kept is printed
+    if tail is not None:
+        cut = len(data) - 1 if data.endswith(b"\n") else len(data)
+        for _ in range(tail):
+            cut = data.rfind(b"\n", 0, cut) if cut > 0 else -1
+            if cut < 0:
+                break
+        if tail == 0:
+            data, whole = b"", False
+        elif cut >= 0:
+            data, whole = data[cut + 1:], False
+    if first and whole:
+        import sys
+
+        path = rec.stdout_path if stream == "stdout" else rec.stderr_path
+        sys.stderr.write(f"orchesjob: warning: the first {first} bytes of this log are not kept in the "
+                         f"environment; the whole log is on {rec.host}: {path}\n")
+        sys.stderr.flush()
+    out.write(data)
 
 
 # -- abort -------------------------------------------------------------------------------------
@@ -177,6 +218,10 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
 
     env.publish(Event("stopped", rec, now, {"by": by, "reason": reason}))
 
+    from runtools.orchesjob import this_host
+
+    if rec.host != this_host():  # its processes are on another host: its worker there signals them
+        return _abort_remote(env, rec, grace)
     target = _Proc.open(rec.child_pid, rec.child_start)
     worker = _Proc.open(rec.pid, rec.extra.get("worker_start"))
     sent = {
@@ -191,6 +236,36 @@ def abort(env: Any, run_key: str | None, job_id: str | None, reason: str | None,
     _wait_gone([target, worker], 2.0)
     target.close()
     worker.close()
+    with env.transaction() as tx:
+        rec = fresh(tx, tx.get(rec.instance_id) or rec)
+    out = format_job(rec)
+    out.update(aborted=True, **sent)
+    return out
+
+
+def _abort_remote(env: Any, rec: RunRecord, grace: float) -> dict:
+    """Abort a job executing on another host (a PostgreSQL home): its worker is asked through
+    the environment to TERM the target's group and KILL it after `grace` (`sent_term_target`:
+    it answered; `sent_kill_target`: the target outlived the grace). With its worker gone,
+    only a command on that host can signal the target: said on stderr, nothing is sent."""
+    from runtools.job.waiting import wait_for_end
+    from runtools.orchesjob.worker import ABORT_OP
+
+    sent = dict.fromkeys(("sent_term_target", "sent_term_worker", "sent_kill_target", "sent_kill_worker"), False)
+    try:
+        sent["sent_term_target"] = bool(env.control(rec.instance_id, {"op": ABORT_OP, "grace": grace}).get("ok"))
+    except NotFoundError:
+        pass
+    if sent["sent_term_target"]:
+        if wait_for_end(env, rec, grace).active:
+            sent["sent_kill_target"] = True  # its worker KILLs it now
+            wait_for_end(env, rec, 2.0 + WORKER_RECORD_S)
+    else:
+        import sys
+
+        sys.stderr.write(f"orchesjob: warning: job {rec.run_id} runs on {rec.host} and its worker does not "
+                         f"answer: run `orchesjob abort` there to signal its processes\n")
+        sys.stderr.flush()
     with env.transaction() as tx:
         rec = fresh(tx, tx.get(rec.instance_id) or rec)
     out = format_job(rec)

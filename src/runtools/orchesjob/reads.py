@@ -7,6 +7,9 @@ milliseconds of a command whose own work is about one). Given the transaction it
 (`Reader(env, tx)`) it sees that transaction's snapshot and reaps through it; without one,
 each read sees a committed snapshot and a run found with a dead lease is ended LOST through
 the environment as usual.
+
+`reader(env)` picks it for a local environment; any other (a home on PostgreSQL) is read
+through its own API (`EnvReader`), without the environment's decision lock either.
 """
 
 from __future__ import annotations
@@ -33,6 +36,36 @@ class _All:
 
 
 _ALL = _All()
+
+
+def reader(env: Any) -> Reader | EnvReader:
+    """The reader of `env`: straight from SQLite for a local environment, else its API."""
+    return Reader(env) if hasattr(env, "db_path") else EnvReader(env)
+
+
+class EnvReader:
+    """`get`, `find`, `active_runs`, `active_of_key`, `get_setting` through the Environment API
+    (a PostgreSQL environment: reads without the decision lock; a run found with a dead lease is
+    ended LOST by `active_runs` in a transaction of its own)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def get(self, instance_id: str) -> RunRecord | None:
+        return self.env.get_run(instance_id)
+
+    def find(self, q: RunQuery) -> list[RunRecord]:
+        return self.env.find_runs(q)
+
+    def active_runs(self) -> list[RunRecord]:
+        return self.env.active_runs()
+
+    def active_of_key(self, run_key: str) -> list[RunRecord]:
+        """The active runs of `run_key` as stored (leases not checked), oldest first."""
+        return self.env.find_runs(RunQuery(run_key=run_key, active=True, ascending=True))
+
+    def get_setting(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.env.read_settings(kind).get(key)
 
 
 class Reader:

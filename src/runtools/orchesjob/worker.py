@@ -62,24 +62,42 @@ def start(
     home = home_dir()
     gate = None
     if rerun_of is None:
-        from runtools.orchesjob import lock_timeout
-        from runtools.orchesjob.peek import live_holder
+        from runtools.orchesjob import lock_timeout, postgres_url
 
         lock_timeout()  # a bad $ORCHESJOB_LOCK_TIMEOUT is an error here too, as for every command
         if not os.path.isdir(logs_dir(home)):
             open_env(home).close()  # the first start in this home: create it (0700) before its gates
-        held = live_holder(home, run_key)  # the common retry: one read, no environment
-        while held is None:
-            gate, waited = _enter_gate(home, run_key)
-            if not waited:
-                break  # the gate is ours: we start the worker (unless strict finds the key used)
-            held = live_holder(home, run_key)  # the start ahead of us got its answer
-        if held is None and strict:
-            env = open_env(home)
-            try:
-                held = _holder(env, run_key, strict)
-            finally:
-                env.close()
+        shared = None
+        if postgres_url(home) is not None:  # runs live in PostgreSQL: read them through its API
+            shared = open_env(home)
+
+            def look() -> RunRecord | None:
+                return _holder(shared, run_key, False)
+        else:
+            from runtools.orchesjob.peek import live_holder
+
+            def look() -> RunRecord | None:
+                return live_holder(home, run_key)  # the common retry: one read, no environment
+        try:
+            held = look()
+            while held is None:
+                gate, waited = _enter_gate(home, run_key)
+                if not waited:
+                    break  # the gate is ours: we start the worker (unless strict finds the key used)
+                held = look()  # the start ahead of us got its answer
+            if held is None and strict:
+                env = shared or open_env(home)
+                try:
+                    held = _holder(env, run_key, strict)
+                finally:
+                    if env is not shared:
+                        env.close()
+        except BaseException:
+            _leave_gate(gate)
+            raise
+        finally:
+            if shared is not None:
+                shared.close()  # before the fork: the worker makes connections of its own
         if held is not None:  # no need for a worker: the key is taken, as of this read
             _leave_gate(gate)
             return Started(_wait_existing(home, held, sync, start_timeout), True)
@@ -165,11 +183,12 @@ def _holder(env: Any, run_key: str, strict: bool) -> RunRecord | None:
     """The run that would be handed back right now, read without a worker (the common case of
     a retried start) and without the write lock. Only a positive answer is used; the worker
     decides everything else."""
-    from runtools.orchesjob.reads import Reader
+    from runtools.orchesjob.reads import reader
 
-    rd = Reader(env)
+    rd = reader(env)
     active = rd.active_of_key(run_key)  # one indexed read
-    if active and not all(env.lease_alive(r) for r in active):  # ends the dead LOST
+    lease_alive = getattr(env, "lease_alive", None)  # local: one flock test per run
+    if active and (lease_alive is None or not all(lease_alive(r) for r in active)):  # ends the dead LOST
         active = [r for r in rd.active_runs() if r.run_key == run_key]
     if active:
         return active[0]
@@ -326,11 +345,12 @@ def _worker(
             admission = admission_phases(JobSpec(command=command, run_key=run_key, strict=strict))
         else:
             admission = [*admission_phases(JobSpec(command=command)), RerunClaim(run_key, rerun_of)]
+        program = ProgramPhase(command, terminal=False, kill_after=5.0)
         job = JobRun(
             env,  # type: ignore[arg-type]  # a proxy of the environment (see _WorkerEnv)
             JOB,
-            ProgramPhase(command, terminal=False, kill_after=5.0),
-            phases=[_LogFiles()],
+            program,
+            phases=[_LogFiles(), _AbortControl(program)],
             admission=admission,
             run_id=job_id,
             tags=[job_id_from_command(command)],
@@ -389,6 +409,33 @@ class _LogFiles(Phase):
 
     def control(self, ctx: Any, request: dict[str, Any]) -> dict[str, Any] | None:
         return None
+
+
+#: the control request of `orchesjob abort` from another host: {"op": ABORT_OP, "grace": seconds}
+ABORT_OP = "orchesjob-abort"
+
+
+class _AbortControl(Phase):
+    """Answers `orchesjob abort` from another host (a PostgreSQL home), where the job's pids mean
+    nothing: TERM the target's group now, KILL it after the abort's grace (the abort mark is
+    already stored; the end merges it, see _MergingTx)."""
+
+    name = "abort-control"
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+
+    def run(self, ctx: Any) -> None:
+        pass
+
+    def control(self, ctx: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+        if request.get("op") != ABORT_OP:
+            return None
+        grace = request.get("grace")
+        if isinstance(grace, (int, float)) and 0 <= grace < 1e9:
+            self.program.kill_after = float(grace)
+        ctx.request_stop(Status.STOPPED)
+        return {"ok": True, "instance_id": ctx.run.instance_id}
 
 
 class RerunClaim(AdmissionPhase):

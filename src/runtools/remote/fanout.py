@@ -338,9 +338,23 @@ def listen(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
     return 0
 
 
+class WaitEnd(HostError):
+    """A host's wait ended without reaching the state: exit `code` as `taro wait` there (3 no
+    such run, 4 it can no longer be reached, 124 timed out)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def wait(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
     """Each host waits on its own: over ssh its `taro wait`; over http the same rules (wait.py)
-    applied to the server's events, subscribed before the runs are read."""
+    applied to the server's events, subscribed before the runs are read. The exit code is the
+    local one when every host that did not reach the state ended its wait the same way (3, 4 or
+    124, each host said on stderr); 1 when a host failed otherwise, or hosts disagree."""
+    from runtools.cli.taro.wait import EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_UNREACHABLE
+
+    ended: dict[str, int] = {}  # target -> the wait's own exit code
 
     def show(t: Target, d: dict[str, Any]) -> None:
         with ctx.out_lock:
@@ -352,24 +366,34 @@ def wait(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:
             sys.stdout.flush()
 
     def fetch(t: Target) -> None:
-        if t.kind == "http":
-            _no_env(args)
-            return wait_http(ctx.http(t), args, lambda d: show(t, d))
-        p = ctx.ssh(t).spawn(["wait", *_json_args(raw)])
-        assert p.stdout is not None and p.stderr is not None
-        for line in p.stdout:
-            show(t, json.loads(line))
-        code = p.wait()
-        err = p.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        if code != 0:
-            raise HostError(err[-1] if err else f"taro wait exited {code}")
+        try:
+            if t.kind == "http":
+                _no_env(args)
+                return wait_http(ctx.http(t), args, lambda d: show(t, d))
+            p = ctx.ssh(t).spawn(["wait", *_json_args(raw)])
+            assert p.stdout is not None and p.stderr is not None
+            for line in p.stdout:
+                show(t, json.loads(line))
+            code = p.wait()
+            err = p.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            if code in (EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_TIMEOUT):
+                raise WaitEnd(err[-1].removeprefix("taro: ") if err else f"taro wait exited {code}", code)
+            if code != 0:
+                raise HostError(err[-1] if err else f"taro wait exited {code}")
+        except WaitEnd as e:
+            ended[t.text] = e.code
+            raise
 
     parallel(ctx, fetch, None)
+    codes = {ended[f] for f in ctx.failed if f in ended}
+    if len(codes) == 1 and all(f in ended for f in ctx.failed):
+        ctx.failed.clear()  # each said on stderr; the exit code says how, as locally
+        return codes.pop()
     return 0
 
 
 def wait_http(h: Http, args: Any, show: Callable[[dict[str, Any]], None]) -> None:
-    from runtools.cli.taro.wait import _exact, parse_wait, reached
+    from runtools.cli.taro.wait import EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_UNREACHABLE, _exact, parse_wait, reached
     from runtools.model.criteria import RunMatcher
 
     state, patterns, timeout = parse_wait(args)
@@ -395,13 +419,13 @@ def wait_http(h: Http, args: Any, show: Callable[[dict[str, Any]], None]) -> Non
     tracked = {d["instance_id"] for d in active}
 
     def unreachable(d: dict[str, Any]) -> HostError:
-        return HostError(f"{d['instance_id']} ended {d.get('status') or 'ENDED'}: it can no longer reach "
-                         f"{state.upper()}")
+        return WaitEnd(f"{d['instance_id']} ended {d.get('status') or 'ENDED'}: it can no longer reach "
+                       f"{state.upper()}", EXIT_UNREACHABLE)
 
     if ended and not tracked:
         raise unreachable(ended[0])
     if not ended and not tracked and matcher.include and all(_exact(p) for p in matcher.include):
-        raise HostError(f"no run {' '.join(matcher.include)}")
+        raise WaitEnd(f"no run {' '.join(matcher.include)}", EXIT_NOT_FOUND)
     for ev in sse_events(stream):
         r = ev["run"]
         if reached(record(r), state):
@@ -414,7 +438,7 @@ def wait_http(h: Http, args: Any, show: Callable[[dict[str, Any]], None]) -> Non
             tracked.discard(r["instance_id"])
             if not tracked:
                 raise unreachable(r)
-    raise HostError(f"timed out waiting for {state}")
+    raise WaitEnd(f"timed out waiting for {state}", EXIT_TIMEOUT)
 
 
 def control(ctx: Ctx, verb: str, args: Any, raw: list[str]) -> int:

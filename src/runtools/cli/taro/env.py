@@ -2,7 +2,8 @@
 
 `taro env add NAME URL` writes $RUNTOOLS_HOME/NAME/postgres.url (owner-only): from then on
 `-e NAME` (or RUNTOOLS_ENV=NAME) is that PostgreSQL environment, and the URL's password is
-typed once and never shown again.
+typed once and never shown again. NAME may be a directory (it contains `/`), such as an
+orchesjob home: `taro env add "$ORCHESJOB_HOME" URL` makes that home's runs live in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ HELP = "environments: add NAME URL (a name for a PostgreSQL URL), list, show NAM
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
     add = sub.add_parser("add", help="make NAME stand for the PostgreSQL environment at URL")
-    add.add_argument("name", help="the environment's name (as -e NAME)")
+    add.add_argument("name", help="the environment's name (as -e NAME), or a directory (an orchesjob home)")
     add.add_argument("url", help="postgresql://USER@HOST:PORT/DB[?schema=NAME]")
     add.add_argument("-f", "--force", action="store_true", help="replace the URL NAME stood for")
     ls = sub.add_parser("list", help="environments under $RUNTOOLS_HOME (URLs without passwords)")
@@ -41,10 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return _list(args.json)
     if args.action == "show":
         return _show(args.name, args.json)
-    from runtools.model.ids import validate_id
-
-    name = validate_id(args.name, "environment name")
-    d = env_dir(name)
+    name = args.name  # a name under $RUNTOOLS_HOME, or a directory (contains `/`: an orchesjob home)
+    d = env_dir(name)  # checks a name
     link = os.path.join(d, POSTGRES_LINK)
     if args.action == "remove":
         try:
@@ -63,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_url(url):
         raise UsageError(f"{redact(url)} is not a PostgreSQL URL: use postgresql://USER@HOST:PORT/DB")
     split_url(url)  # a bad schema= is a usage error now, not at the first run
-    if os.path.exists(os.path.join(d, "runs.db")):
-        raise UsageError(f"{name} is a local environment with a history ({d}): choose another name")
+    if _local_db(d):
+        raise UsageError(f"{name} is a local environment with a history ({_local_db(d)}): choose another name")
     if os.path.exists(link) and not args.force:
         raise UsageError(f"{name} already stands for a PostgreSQL URL: add -f to replace it")
     from runtools.env.local.paths import ensure_private_dir
@@ -112,9 +111,9 @@ def _show(name: str, as_json: bool) -> int:
         raise NotFoundError(f"no environment {name}: see `taro env list`")
     doc: dict[str, object] = dict(match[0])
     if doc["kind"] == "local":
-        db = os.path.join(str(doc["location"]), "runs.db")
-        doc["exists"] = os.path.isfile(db)
-        doc["database_bytes"] = os.path.getsize(db) if doc["exists"] else 0
+        db = _local_db(str(doc["location"]))
+        doc["exists"] = db is not None
+        doc["database_bytes"] = os.path.getsize(db) if db is not None else 0
     from runtools.env import default_env_name
 
     doc["default"] = default_env_name() == name
@@ -158,6 +157,18 @@ def _scan(home: str, link_name: str) -> list[dict[str, str]]:
             except OSError:
                 url = "?"
             rows.append({"name": name, "kind": "postgres", "location": redact(url)})
-        elif os.path.isfile(os.path.join(d, "runs.db")):
+        elif _local_db(d):
             rows.append({"name": name, "kind": "local", "location": d})
     return rows
+
+
+def _local_db(directory: str) -> str | None:
+    """The database of the local environment in `directory` (runs.db, or orchesjob.db: an
+    orchesjob home is a local environment too), or None."""
+    from runtools.env.local.environment import DB_NAMES
+
+    for db in DB_NAMES:
+        path = os.path.join(directory, db)
+        if os.path.isfile(path):
+            return path
+    return None

@@ -57,7 +57,8 @@ LEASE_PROBE_S = 1.0
 RESTART_GRACE_S = 15.0
 #: how long the hub (and a lease wait) waits between attempts to reconnect
 RECONNECT_S = 0.5
-#: how long a lost main connection is tried again before the operation fails (a server restart)
+#: how long a lost main connection is tried again before the operation fails (a server restart;
+#: $RUNTOOLS_PG_RECONNECT_WAIT). Recording a run's end is tried longer: store.end_wait()
 RECONNECT_WAIT_S = 15.0
 
 
@@ -741,6 +742,7 @@ class PostgresEnvironment(Environment):
         self._waiting: dict[str, list] = {}  # request id -> [answered lock, answer]
         self._closed = False
         self._ready = False
+        self._reconnect_wait = store.reconnect_wait(RECONNECT_WAIT_S)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -754,7 +756,7 @@ class PostgresEnvironment(Environment):
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
-        deadline = time.monotonic() + RECONNECT_WAIT_S
+        deadline = time.monotonic() + self._reconnect_wait
         while True:
             try:
                 conn = self._connect(schema=True)
@@ -1083,6 +1085,9 @@ class PostgresEnvironment(Environment):
             view = memoryview(bytes(data))
             while view:
                 view = view[os.write(fd, view):]
+
+    def end_wait(self) -> float:
+        return store.end_wait()
 
     def output_paths(self, run: RunRecord) -> tuple[str, str]:
         base = os.path.join(store.env_output_dir(self.display, self.schema), "output", run.job_id, run.run_id)

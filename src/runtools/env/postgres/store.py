@@ -107,7 +107,7 @@ DEFAULT_LEASE_GRACE_S = 5.0
 DEFAULT_SILENT_DROP_S = 24.0
 
 
-def _seconds(var: str, default: float) -> float:
+def _seconds(var: str, default: float, most: float = 3600.0) -> float:
     raw = os.environ.get(var)
     if not raw:
         return default
@@ -115,9 +115,23 @@ def _seconds(var: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 1.0 <= value <= 3600.0:
-        raise UsageError(f"invalid ${var} {raw!r}: use seconds from 1 to 3600, e.g. {default:g}")
+    if not 1.0 <= value <= most:
+        raise UsageError(f"invalid ${var} {raw!r}: use seconds from 1 to {most:g}, e.g. {default:g}")
     return value
+
+
+#: how long a wrapper keeps trying to record its run's end while the server is away, with backoff
+#: (seconds; $RUNTOOLS_PG_END_WAIT): the real end, not LOST, once it is back
+DEFAULT_END_WAIT_S = 600.0
+
+
+def reconnect_wait(default: float) -> float:
+    """How long an operation waits for a lost server to come back ($RUNTOOLS_PG_RECONNECT_WAIT)."""
+    return _seconds("RUNTOOLS_PG_RECONNECT_WAIT", default)
+
+
+def end_wait() -> float:
+    return _seconds("RUNTOOLS_PG_END_WAIT", DEFAULT_END_WAIT_S, 86400.0)
 
 
 def lease_grace() -> float:
