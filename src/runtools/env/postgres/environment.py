@@ -7,7 +7,7 @@ Connections of one wrapper process (DESIGN §8):
     hub      one per environment object, made on first use: LISTENs for the process's control
              endpoints (holding their control keys: how a requester knows a run is reachable),
              subscriptions and control replies; writes the output chunks
-    waits    one per wait on another run's lease, while it waits
+    (a wait on another run's lease needs none: leasewait.py looks at them on the hub's)
 
 Every decision (`transaction()`) is one short transaction holding
 pg_advisory_xact_lock(<key of the schema>); liveness of other runs is read from pg_locks inside
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from runtools.env.base import ControlHandler, RunQuery
+    from runtools.env.postgres.leasewait import LeaseWaits
     from runtools.model.run import RunRecord
 
 #: NOTIFY payloads must stay below 8000 bytes; bigger ones go through the event_payloads table
@@ -736,6 +737,7 @@ class PostgresEnvironment(Environment):
         self._waiting: dict[str, list] = {}  # request id -> [answered lock, answer]
         self._closed = False
         self._ready = False
+        self._lease_waits: LeaseWaits | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -881,49 +883,19 @@ class PostgresEnvironment(Environment):
         return PgLease(self, run.instance_id)
 
     def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
-        """Block in the server (a shared advisory lock request) until the lease is released.
+        """Block until the lease is released (True) or `timeout` passes (False), without a
+        connection of its own: the process's lease waits are looked at together, every
+        LEASE_POLL_S, on the hub's connection (leasewait.py). A lease found free less than
+        RESTART_GRACE_S after a restart, of a run that was there before it, is waited on a
+        little longer (its wrapper is taking it again); while the hub reconnects, waits go on."""
+        from runtools.env.postgres.leasewait import LeaseWaits
 
-        A connection lost while waiting (a server restart, a cut) is made again until the
-        deadline; a lease found free less than RESTART_GRACE_S after a restart, of a run that was
-        there before it, is waited on a little longer (its wrapper is taking it again)."""
-        store.import_psycopg()
-        import psycopg.errors
-
-        key = self.lease_key(run.instance_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else deadline - time.monotonic()
-
-        conn: psycopg.Connection | None = self._connect(schema=True)  # the first failure is an error
-        try:
-            while True:
-                left = remaining()
-                if left is not None and left <= 0:
-                    return False
-                if conn is None:
-                    time.sleep(min(RECONNECT_S, left) if left is not None else RECONNECT_S)
-                    try:
-                        conn = self._connect(schema=True)
-                    except BackendError:
-                        continue
-                try:
-                    ms = max(1, int(wait_slice(left) * 1000))  # type: ignore[operator]
-                    conn.execute(f"SET lock_timeout = {ms}")
-                    try:
-                        conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
-                    except psycopg.errors.LockNotAvailable:
-                        continue
-                    conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
-                    if not self._retaking(conn, run.instance_id):
-                        return True
-                    time.sleep(RECONNECT_S)
-                except psycopg.Error:
-                    conn.close()
-                    conn = None
-        finally:
-            if conn is not None:
-                conn.close()
+        self._hub()  # the first failure is an error
+        with self._lock:
+            if self._lease_waits is None:
+                self._lease_waits = LeaseWaits(self)
+            waits = self._lease_waits
+        return waits.wait(run.instance_id, timeout)
 
     @staticmethod
     def _retaking(conn: psycopg.Connection, instance_id: str) -> bool:
@@ -1086,6 +1058,9 @@ class PostgresEnvironment(Environment):
     def close(self) -> None:
         with self._lock:
             hub, self.__hub = self.__hub, None
+            waits, self._lease_waits = self._lease_waits, None
+        if waits is not None:
+            waits.close()
         if hub is not None:
             hub.close()
         with self._lock:
