@@ -293,7 +293,25 @@ class PgTx(Tx):
     def __init__(self, env: PostgresEnvironment, conn: psycopg.Connection) -> None:
         super().__init__()
         self.env = env
-        self.conn = conn
+        self._raw = conn
+        # UPDATEs not sent yet: a queue decision renumbers every run in line (`QUEUED 3rd of 40`),
+        # and they go together (one pipeline) before the next statement or the commit
+        self._updates: list[tuple] = []
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The transaction's connection, the UPDATEs deferred so far sent first (in order)."""
+        if self._updates:
+            self.flush()
+        return self._raw
+
+    def flush(self) -> None:
+        updates, self._updates = self._updates, []
+        if len(updates) < 3:  # a pipeline costs more than a round trip or two
+            for values in updates:
+                self._raw.execute(store.UPDATE, values)
+        else:
+            self._raw.cursor().executemany(store.UPDATE, updates)
 
     def active_runs(self) -> list[RunRecord]:
         found = self.conn.execute(store.ACTIVE).fetchall()
@@ -330,7 +348,7 @@ class PgTx(Tx):
                 ensure_private_dir(os.path.dirname(path))
 
     def update(self, run: RunRecord) -> None:
-        self.conn.execute(store.UPDATE, (*rows.row_values(run), run.instance_id))
+        self._updates.append((*rows.row_values(run), run.instance_id))  # the record as it is now
 
     def delete(self, instance_id: str) -> None:
         self.conn.execute("DELETE FROM runs WHERE instance_id=%s", (instance_id,))
@@ -379,9 +397,8 @@ class _Transaction:
         try:
             for attempt in (1, 2):
                 conn = env._main()
-                try:
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
+                try:  # one round trip (no parameters: the simple protocol takes both statements)
+                    conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(env._env_key)})")
                     break
                 except Exception as e:
                     env._failed(conn)
@@ -397,7 +414,7 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         env, tx = self.env, self.tx
         assert tx is not None
-        conn = tx.conn
+        conn = tx._raw  # (not tx.conn: a transaction rolled back sends its deferred UPDATEs nowhere)
         psycopg = store.import_psycopg()
         try:
             if exc_type is not None:
@@ -410,6 +427,7 @@ class _Transaction:
                     raise store.error(exc, env.display) from None
                 return
             try:
+                tx.flush()
                 for ev in tx.events:  # delivered by the server at commit, never on rollback
                     send(conn, env._events_channel, _event_text(ev))
                 conn.execute("COMMIT")
