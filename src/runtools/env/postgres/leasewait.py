@@ -3,8 +3,8 @@
 A lease is a session advisory lock; its holder dying sends no NOTIFY, so a wait must look. A
 blocking lock request would need a connection of its own for every wait (10 runs queued behind
 one holder held 46 connections). Instead, one thread per environment object asks every
-LEASE_POLL_S, in one statement on the process's shared LISTEN connection (the hub), which of
-the leases its waits are on are still held; a wait also asks at once when it starts, so a lease
+LEASE_POLL_S, in one statement on the environment object's main connection, which of the
+leases its waits are on are still held; a wait also asks at once when it starts, so a lease
 that is already free is seen without delay. A holder that ends normally is seen by waiters
 through its `ended` event first (they decide on events); this covers the ones that crash.
 """
@@ -18,6 +18,8 @@ from runtools.model.durations import wait_slice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from runtools.env.postgres.environment import PostgresEnvironment
 
 #: how often a process looks at the leases it waits on (one query for all of them): a holder
@@ -94,14 +96,16 @@ class LeaseWaits:
         """Which of these runs' leases are free (not held, and not being taken again by their
         wrapper just after a server restart)."""
         env = self.env
-        hub = env._hub()
         keys = {env.lease_key(iid): iid for iid in watched}
-        with hub.lock:
-            conn = hub.conn
+
+        def free(conn: Any) -> set[str]:
             self.checks += 1
             held = env._held(list(keys), conn)
-            free = {iid for key, iid in keys.items() if key not in held}
-            return {iid for iid in free if not env._retaking(conn, iid)}
+            gone = {iid for key, iid in keys.items() if key not in held}
+            return {iid for iid in gone if not env._retaking(conn, iid)}
+
+        # (not the LISTEN connection: its thread must stay free to hand on notifications)
+        return env._read(free)
 
     def close(self) -> None:
         """End the thread; waits still on return False (nothing is known about their leases)."""
