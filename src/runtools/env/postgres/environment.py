@@ -319,7 +319,7 @@ class PgTx(Tx):
         self.env = env
         self._raw = conn
         # UPDATEs not sent yet: a queue decision renumbers every run in line (`QUEUED 3rd of 40`),
-        # and they go together (one pipeline) before the next statement or the commit
+        # and they go together (one statement) before the next statement or the commit
         self._updates: list[tuple] = []
 
     @property
@@ -331,11 +331,12 @@ class PgTx(Tx):
 
     def flush(self) -> None:
         updates, self._updates = self._updates, []
-        if len(updates) < 3:  # a pipeline costs more than a round trip or two
+        if len(updates) < 3:
             for values in updates:
                 self._raw.execute(store.UPDATE, values)
-        else:
-            self._raw.cursor().executemany(store.UPDATE, updates)
+            return
+        latest = {values[-1]: values[:-1] for values in updates}  # a run updated twice: its last
+        self._raw.execute(store.UPDATE_MANY, [list(column) for column in zip(*latest.values(), strict=True)])
 
     def active_runs(self) -> list[RunRecord]:
         found = self.conn.execute(store.ACTIVE).fetchall()
