@@ -214,7 +214,9 @@ class ExecutionQueue(Phase):
                 except Exception:  # gone meanwhile; its successor notices through its lease
                     pass
 
-        threading.Thread(target=send, daemon=True, name="queue-poke").start()
+        import _thread
+
+        _thread.start_new_thread(send, ())  # (Thread.start would wait until it runs: on the hand-off's path)
 
     def _renumber(self, tx: Tx, line: list[RunRecord], me: RunRecord) -> None:
         """Keep `QUEUED 3rd of 5 in group G` true for everyone in line (shown by `taro ps`)."""
