@@ -88,3 +88,25 @@ def test_a_lease_wait_sees_a_killed_holder_within_a_second(cli, monkeypatch):
         t0 = time.monotonic()
         assert env.wait_lease(RunRecord("held", run["run_id"], 0.0), 5) is True
         assert time.monotonic() - t0 < 1.0
+
+
+def test_many_waiters_on_one_group_all_run_in_ticket_order_never_more_than_its_limit(cli, monkeypatch):
+    url = postgres_url()
+    monkeypatch.setenv("RUNTOOLS_ENV", url)
+    procs = [cli.spawn_run("--max-concurrent", "3", "--id", "crowd", "--", "sleep", "0.05",
+                           env={"RUNTOOLS_HOST": f"host-{i % 3}"}, stdout=subprocess.DEVNULL)
+             for i in range(16)]  # all at once: most wait, a few at the front listen, the rest are poked
+    for p in procs:
+        assert p.wait(120) == 0
+    from runtools.env.base import RunQuery
+
+    with PostgresEnvironment(url) as env:
+        runs = env.find_runs(RunQuery())
+    assert len(runs) == 16 and {r.status.value for r in runs if r.status} == {"COMPLETED"}
+    by_ticket = sorted(runs, key=lambda r: r.coord["ticket"])
+    slots = [r.coord["slot_at"] for r in by_ticket]
+    assert slots == sorted(slots)  # slots went out in ticket (arrival) order, across "hosts"
+    for r in runs:  # never more than 3 executing at once
+        assert r.started_at is not None and r.ended_at is not None
+        beside = [o for o in runs if o.started_at < r.started_at < o.ended_at]  # type: ignore[operator]
+        assert len(beside) <= 2, (r.instance_id, [o.instance_id for o in beside])
