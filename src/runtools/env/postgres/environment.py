@@ -273,6 +273,8 @@ class _Hub:
             if not ready:
                 continue
             self._drain_pipe()
+            if self._closed:  # close() wrote to the pipe after the check above: drained, so look again
+                return True
             try:
                 with self.lock:
                     if any(fd == sock for fd, _ in ready):
