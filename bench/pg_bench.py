@@ -7,7 +7,10 @@
 3. Coordinated starts through one mutex: W wrappers started at once on one `--max-concurrent 4`
    group, each running `true`: runs per second of wall time; and in one process, runs of a
    function through `runtools.run(..., max_concurrent=1)` one after another.
+   In process also: statements sent per run (each a round trip; the lease's 1 s probe included),
+   and transactions the server counted per run (pg_stat_database: each autocommit statement is one).
 4. `taro ps` and `taro history -n 20` with 1k, 100k and 1M ended runs in the store.
+5. Connections (pg_stat_activity) of one running wrapper, and of K wrappers queued behind it.
 
     .venv/bin/python bench/pg_bench.py [--handoffs 30] [--wrappers 100] [--rows 1000,100000,1000000]
 """
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -93,17 +97,94 @@ def starts(url: str, home: str, w: int) -> float:
     return w / (time.perf_counter() - t)
 
 
-def inproc(url: str, n: int) -> float:
+def inproc(url: str, n: int) -> tuple[float, float, float]:
     """Runs per second of `runtools.run(fn, max_concurrent=1)` in one process, one after another
-    (each: lease, control endpoint, decisions, end), with one environment object."""
+    (each: lease, control endpoint, decisions, end), with one environment object; statements
+    sent per run (counted in a second pass, so the count costs the rate nothing); transactions
+    the server counted per run."""
+    import psycopg
+
     import runtools
 
     with runtools.environment(url) as env:
         runtools.run(lambda: None, job_id="warm", env=env)
+        before = server_xacts(url)
         t = time.perf_counter()
         for _ in range(n):
             runtools.run(lambda: None, job_id="inproc", env=env, max_concurrent=1)
-        return n / (time.perf_counter() - t)
+        rate = n / (time.perf_counter() - t)
+        xacts = (server_xacts(url) - before - 1) / n
+        sent = [0]
+        execute = psycopg.Connection.execute
+
+        def counted(self: psycopg.Connection, *a: Any, **kw: Any) -> Any:
+            sent[0] += 1
+            return execute(self, *a, **kw)
+
+        psycopg.Connection.execute = counted  # type: ignore[method-assign,assignment]
+        try:
+            for _ in range(50):
+                runtools.run(lambda: None, job_id="inproc", env=env, max_concurrent=1)
+        finally:
+            psycopg.Connection.execute = execute  # type: ignore[method-assign]
+    return rate, sent[0] / 50, xacts
+
+
+def server_xacts(url: str) -> int:
+    """Transactions the server committed or rolled back in this database so far (each
+    autocommit statement is one). Statistics reach the view when sessions go idle: wait."""
+    import psycopg
+
+    from runtools.env.postgres.store import split_url
+
+    time.sleep(1.5)
+    with psycopg.connect(split_url(url)[0], autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def connections(url: str, home: str, k: int) -> tuple[int, int]:
+    """pg_stat_activity sessions of one running wrapper, and of it with `k` wrappers queued
+    behind it (one --serial line)."""
+    import psycopg
+
+    from runtools.env.base import RunQuery
+    from runtools.env.postgres import PostgresEnvironment
+    from runtools.env.postgres.store import split_url
+    from runtools.model.criteria import RunMatcher
+
+    app = f"rt_bench_{os.getpid()}"
+    url = f"{url}&application_name={app}"
+    env = env_vars(home)
+    run = [str(BIN / "run"), "job", "-e", url, "--serial", "--id", "conn"]
+    holder = subprocess.Popen([*run, "--", "sh", "-c", "read _"], env=env, stdin=subprocess.PIPE)
+    procs = []
+    with PostgresEnvironment(url) as pg, psycopg.connect(split_url(url)[0], autocommit=True) as admin:
+        def queued() -> int:
+            return len(pg.find_runs(RunQuery(matcher=RunMatcher.parse("conn"), active=True)))
+
+        def sessions() -> int:
+            time.sleep(0.5)  # a wrapper's connections are made within its first moments
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                                "AND pid <> pg_backend_pid()", (app,)).fetchone()
+            assert row is not None
+            return int(row[0]) - 1  # without this process's environment (its main connection)
+
+        while queued() < 1:
+            time.sleep(0.01)
+        one = sessions()
+        for i in range(k):
+            procs.append(subprocess.Popen([*run, "--", "true"], env=env))
+            while queued() < i + 2:
+                time.sleep(0.01)
+        many = sessions()
+    assert holder.stdin is not None
+    holder.stdin.close()
+    for p in [holder, *procs]:
+        p.wait(120)
+    return one, many
 
 
 def fill(url: str, rows: int) -> None:
@@ -136,7 +217,8 @@ def main() -> int:
     ap.add_argument("--wrappers", type=int, default=100)
     ap.add_argument("--rows", default="1000,100000,1000000")
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--parts", default="wall,handoff,starts,inproc,rows", help="which measurements (comma-separated)")
+    ap.add_argument("--parts", default="wall,handoff,starts,inproc,conns,rows",
+                    help="which measurements (comma-separated)")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     server = Server()
@@ -163,8 +245,13 @@ def main() -> int:
             rate = starts(server.url("starts"), home, a.wrappers)
             print(f"{a.wrappers} wrappers at once through one --max-concurrent 4 group: {rate:.0f} runs/s")
         if "inproc" in parts:
-            print(f"in-process runtools.run(fn, max_concurrent=1), one after another: "
-                  f"{inproc(server.url('inproc'), 200):.0f} runs/s")
+            rate, sent, xacts = inproc(server.url("inproc"), 200)
+            print(f"in-process runtools.run(fn, max_concurrent=1), one after another: {rate:.0f} runs/s "
+                  f"({sent:.1f} statements sent per run, {xacts:.1f} transactions on the server)")
+        if "conns" in parts:
+            one, many = connections(server.url("conns"), home, 10)
+            print(f"connections: one running wrapper {one}; with 10 queued behind it {many} "
+                  f"({(many - one) / 10:.1f} per queued wrapper)")
         for rows in (int(x) for x in a.rows.split(",") if "rows" in parts):
             t = time.perf_counter()
             fill(url, rows)

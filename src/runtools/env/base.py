@@ -167,6 +167,10 @@ class ControlEndpoint(ABC):
         """The stored file of `stream` was cut to keep its tail and now holds `end` bytes:
         followers that join from here read the file up to there."""
 
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Store output still held back (batched): called before the run's end is recorded, so a
+        reader that sees the end finds all of it."""
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -8,8 +8,9 @@ ends; a dead run (lease gone) is ended LOST by whichever transaction notices, wh
 
 Waking, without a thundering herd: a queued run re-decides only when it can have become
 eligible. From its last decision it knows which runs are ahead of it and how many of them must
-end; its event filter counts their `ended` events and wakes it when enough have ended, or when
-nobody is queued ahead any more (which also makes it watch the slot holders' leases). Only the
+end; its event filter counts their `ended` events and wakes it when enough have ended. When
+nobody is queued ahead any more it starts watching the slot holders' leases from the event
+itself, without a decision (one decision fewer per hand-off, at the busiest moment). Only the
 front of the line (N + 2 runs) listens to events at all: a run further back waits without a
 subscription (its record says `listening: false`) and is poked through its control endpoint by
 the decision that brings it near the front. Crashed runs are noticed through leases: the first
@@ -50,22 +51,31 @@ def _ticket(r: RunRecord) -> int:
 class _View:
     """What a queued run last saw: runs ahead of it, slot holders, and how many must end."""
 
-    __slots__ = ("ahead", "departed", "holders", "needed")
+    __slots__ = ("ahead", "departed", "holders", "needed", "runs", "to_watch")
 
-    def __init__(self, ahead: set[str], holders: set[str], needed: int) -> None:
+    def __init__(self, ahead: set[str], holders: set[str], needed: int,
+                 runs: dict[str, RunRecord] | None = None) -> None:
         self.ahead, self.holders, self.needed, self.departed = ahead, holders, needed, 0
+        self.runs = runs or {}  # records of the holders (and of runs ahead, which may become holders)
+        self.to_watch: list[RunRecord] = []  # holders whose leases the run must watch from now on
 
-    def apply(self, iid: str, ended: bool, slot: bool) -> bool:
+    def apply(self, iid: str, ended: bool, slot: bool, run: RunRecord | None = None) -> bool:
         """Account one event of the group; True when the run should decide again."""
         if iid in self.ahead:
             if ended:
                 self.departed += 1
             elif slot:
                 self.holders.add(iid)
+                if run is not None:
+                    self.runs[iid] = run
             else:
                 return False
             self.ahead.discard(iid)
-            return self.departed >= self.needed or not self.ahead
+            if self.departed >= self.needed:
+                return True
+            if not self.ahead:  # first in line now: a holder's death must wake it (DESIGN §3.2)
+                self.to_watch = [self.runs[h] for h in self.holders if h in self.runs]
+            return False
         if iid in self.holders and ended:
             self.holders.discard(iid)
             self.departed += 1
@@ -89,7 +99,7 @@ class ExecutionQueue(Phase):
         self.coord: dict[str, Any] = {"queue_group": group, "max_concurrent": self.limit}
         self._lock = threading.Lock()
         self._view: _View | None = None
-        self._log: list[tuple[str, bool, bool]] = []  # group events seen while deciding
+        self._log: list[tuple[str, bool, bool, RunRecord]] = []  # group events seen while deciding
         self._position = 0
 
     def run(self, ctx: RunContext) -> None:
@@ -97,12 +107,16 @@ class ExecutionQueue(Phase):
             r = ev.run
             if r.coord.get("queue_group") != self.group:
                 return False
-            item = (r.instance_id, not r.active, bool(r.coord.get("slot")))
+            item = (r.instance_id, not r.active, bool(r.coord.get("slot")), r)
             with self._lock:
                 if self._view is None:
                     self._log.append(item)
                     return False
-                return self._view.apply(*item)
+                wake = self._view.apply(*item)
+                watch, self._view.to_watch = self._view.to_watch, []
+            if watch:
+                ctx.watch_leases(watch)
+            return wake
 
         with ctx.env.transaction() as tx:
             if self._decide(tx, ctx, listening=False):
@@ -170,11 +184,15 @@ class ExecutionQueue(Phase):
             return False  # leave wait_for: wait for a poke without a subscription
         needed = len(holders) + len(ahead) - self.limit + 1
         with self._lock:
-            view = self._view = _View({r.instance_id for r in ahead}, {r.instance_id for r in holders}, needed)
+            view = self._view = _View({r.instance_id for r in ahead}, {r.instance_id for r in holders}, needed,
+                                      {r.instance_id: r for r in [*ahead, *holders]})
             wake = False
             for item in self._log:
                 wake = view.apply(*item) or wake
             self._log = []
+            watch, view.to_watch = view.to_watch, []
+        if watch:
+            ctx.watch_leases(watch)
         if wake:
             ctx.wake("queue")
         return None
@@ -196,7 +214,9 @@ class ExecutionQueue(Phase):
                 except Exception:  # gone meanwhile; its successor notices through its lease
                     pass
 
-        threading.Thread(target=send, daemon=True, name="queue-poke").start()
+        import _thread
+
+        _thread.start_new_thread(send, ())  # (Thread.start would wait until it runs: on the hand-off's path)
 
     def _renumber(self, tx: Tx, line: list[RunRecord], me: RunRecord) -> None:
         """Keep `QUEUED 3rd of 5 in group G` true for everyone in line (shown by `taro ps`)."""

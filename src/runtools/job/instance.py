@@ -182,6 +182,10 @@ class JobRun:
             endpoint = env.serve_control(rec, self._on_control)
             ctx.endpoint = endpoint
             status, run_code = self._run_phases()
+            try:
+                endpoint.flush()
+            except Exception:
+                pass  # a copy of the output (postgres) is best effort; the end must be recorded
             self._finish(status, run_code)
             raised = self._raised or getattr(self.execution, "raised", None)
             if raised is not None:  # KeyboardInterrupt, SystemExit, ...: on to the caller, once recorded

@@ -69,10 +69,16 @@ def run(args: argparse.Namespace) -> int:
             end = offsets.get(s) if follow else None
             stored = getattr(env, "stored_output_bytes", None)  # a shared environment keeps a bounded copy
             if stored is not None and not os.path.exists(path):  # the run's files are on another host
-                data = stored(r, s, end)
+                gaps: list[tuple[int, int]] = []
+                data = stored(r, s, end, gaps=gaps)
                 text = b"".join(data.splitlines(keepends=True)[-args.lines:]) if args.lines else b""
                 if text:
                     emit(args, s, text if text.endswith(b"\n") else text + b"\n", r.instance_id)
+                if gaps:  # the stored copy has holes in what was shown: say so, and where it all is
+                    from runtools.env.postgres.environment import gap_notes
+
+                    for note in gap_notes(r, s, gaps, len(data) - len(text)):
+                        sys.stderr.write(note)
                 continue
             if args.json:  # one record per line: each line is whole in memory anyway
                 lines = last_lines(path, args.lines, end)

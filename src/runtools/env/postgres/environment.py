@@ -7,7 +7,7 @@ Connections of one wrapper process (DESIGN §8):
     hub      one per environment object, made on first use: LISTENs for the process's control
              endpoints (holding their control keys: how a requester knows a run is reachable),
              subscriptions and control replies; writes the output chunks
-    waits    one per wait on another run's lease, while it waits
+    (a wait on another run's lease needs none: leasewait.py looks at them on the main one)
 
 Every decision (`transaction()`) is one short transaction holding
 pg_advisory_xact_lock(<key of the schema>); liveness of other runs is read from pg_locks inside
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
 import time
 
 from runtools.env.base import ControlEndpoint, Environment, Lease, Subscription, Tx
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from runtools.env.base import ControlHandler, RunQuery
+    from runtools.env.postgres.leasewait import LeaseWaits
     from runtools.model.run import RunRecord
 
 #: NOTIFY payloads must stay below 8000 bytes; bigger ones go through the event_payloads table
@@ -44,6 +46,10 @@ MAX_PAYLOAD = 7000
 DEFAULT_OUTPUT_KIB = 1024
 #: how often a follower of a run on another host looks for new output chunks
 FOLLOW_POLL_S = 0.1
+#: output waits at most this long (seconds), or until OUTPUT_BATCH_BYTES wait, before it is
+#: written to the database: a burst of small chunks is a few statements, not one per chunk
+OUTPUT_FLUSH_S = 0.05
+OUTPUT_BATCH_BYTES = 256 * 1024
 #: how often the wrapper confirms its lease connection (one `SELECT 1`)
 LEASE_PROBE_S = 1.0
 # A lease not confirmed for store.lease_grace() seconds (default 5) is lost: the wrapper stops
@@ -73,6 +79,25 @@ def output_bound() -> int:
     if kib < 0:
         raise UsageError(f"invalid $RUNTOOLS_PG_OUTPUT_KIB {raw!r}: use a number of KiB, e.g. 1024")
     return kib * 1024
+
+
+def gap_notes(run: RunRecord, stream: str, gaps: list[tuple[int, int]], shown_from: int) -> list[str]:
+    """Lines for stderr about holes in a stored copy of output (from `stored_output_bytes`)
+    that lie in what is shown (from byte `shown_from` of it on)."""
+    path = run.stdout_path if stream == "stdout" else run.stderr_path
+    where = f"the whole output is on {run.host}: {path}"
+    out = []
+    if gaps and gaps[0][0] == 0:
+        if shown_from == 0:
+            out.append(f"taro: the first {gaps[0][1]} bytes of the {stream} of {run.instance_id} are not kept in "
+                       f"the environment (it keeps the last {output_bound() // 1024} KiB); {where}\n")
+        gaps = gaps[1:]
+    holes = [(pos, size) for pos, size in gaps if pos >= shown_from]  # (at shown_from: its first line is cut)
+    if holes:
+        out.append(f"taro: the copy of the {stream} of {run.instance_id} kept in the environment misses "
+                   f"{sum(size for _p, size in holes)} bytes in {len(holes)} place(s) (output that could not be "
+                   f"stored); {where}\n")
+    return out
 
 
 def this_host() -> str:
@@ -249,6 +274,8 @@ class _Hub:
             if not ready:
                 continue
             self._drain_pipe()
+            if self._closed:  # close() wrote to the pipe after the check above: drained, so look again
+                return True
             try:
                 with self.lock:
                     if any(fd == sock for fd, _ in ready):
@@ -293,7 +320,26 @@ class PgTx(Tx):
     def __init__(self, env: PostgresEnvironment, conn: psycopg.Connection) -> None:
         super().__init__()
         self.env = env
-        self.conn = conn
+        self._raw = conn
+        # UPDATEs not sent yet: a queue decision renumbers every run in line (`QUEUED 3rd of 40`),
+        # and they go together (one statement) before the next statement or the commit
+        self._updates: list[tuple] = []
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The transaction's connection, the UPDATEs deferred so far sent first (in order)."""
+        if self._updates:
+            self.flush()
+        return self._raw
+
+    def flush(self) -> None:
+        updates, self._updates = self._updates, []
+        if len(updates) < 3:
+            for values in updates:
+                self._raw.execute(store.UPDATE, values)
+            return
+        latest = {values[-1]: values[:-1] for values in updates}  # a run updated twice: its last
+        self._raw.execute(store.UPDATE_MANY, [list(column) for column in zip(*latest.values(), strict=True)])
 
     def active_runs(self) -> list[RunRecord]:
         found = self.conn.execute(store.ACTIVE).fetchall()
@@ -331,7 +377,7 @@ class PgTx(Tx):
                 ensure_private_dir(os.path.dirname(path))
 
     def update(self, run: RunRecord) -> None:
-        self.conn.execute(store.UPDATE, (*rows.row_values(run), run.instance_id))
+        self._updates.append((*rows.row_values(run), run.instance_id))  # the record as it is now
 
     def delete(self, instance_id: str) -> None:
         self.conn.execute("DELETE FROM runs WHERE instance_id=%s", (instance_id,))
@@ -380,9 +426,8 @@ class _Transaction:
         try:
             for attempt in (1, 2):
                 conn = env._main()
-                try:
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
+                try:  # one round trip (no parameters: the simple protocol takes both statements)
+                    conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(env._env_key)})")
                     break
                 except Exception as e:
                     env._failed(conn)
@@ -398,7 +443,7 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         env, tx = self.env, self.tx
         assert tx is not None
-        conn = tx.conn
+        conn = tx._raw  # (not tx.conn: a transaction rolled back sends its deferred UPDATEs nowhere)
         psycopg = store.import_psycopg()
         try:
             if exc_type is not None:
@@ -411,6 +456,7 @@ class _Transaction:
                     raise store.error(exc, env.display) from None
                 return
             try:
+                tx.flush()
                 for ev in tx.events:  # delivered by the server at commit, never on rollback
                     send(conn, env._events_channel, _event_text(ev))
                 conn.execute("COMMIT")
@@ -596,7 +642,10 @@ class PgSubscription(Subscription):
 class PgControlServer(ControlEndpoint):
     """The live run's end of control: requests arrive as NOTIFYs on the run's channel; answers go
     to the requester's reply channel. Output chunks are written to `output_chunks`, the last
-    output_bound() bytes of each stream kept."""
+    output_bound() bytes of each stream kept: batched (a thread writes what came within
+    OUTPUT_FLUSH_S, adjacent chunks of a stream as one row), flushed before the run's end is
+    recorded. A batch that cannot be written is tried again with the next one; beyond twice the
+    bound the oldest waiting bytes go, which readers report as a gap (offsets not contiguous)."""
 
     def __init__(self, env: PostgresEnvironment, run: RunRecord, handler: ControlHandler) -> None:
         self.env = env
@@ -614,6 +663,12 @@ class PgControlServer(ControlEndpoint):
         # lock order: the hub's lock (the connection) before this one
         self._state_lock = _thread.RLock()
         self._closed = False
+        self._batch: list[tuple[str, int, bytes]] = []  # (stream, offset, data) not written yet
+        self._batched = 0
+        self._flushed = {"stdout": 0, "stderr": 0}  # bytes of each stream written (what followers read)
+        self._kick = _thread.allocate_lock()  # released when the batch has something: the writer wakes
+        self._kick.acquire()
+        self._writer: int | None = None
         self._hub = env._hub()
         self._key = env._control_key(self.iid)
         self._channel = env._control_channel(self.iid)
@@ -637,8 +692,10 @@ class PgControlServer(ControlEndpoint):
         except Exception:
             return
         if isinstance(req, dict) and req.get("op") == "follow":
+            self.flush()  # what came so far is in the database: the follower reads it there
             with self._state_lock:  # a consistent pair: bytes stored so far and the last chunk
-                resp = {"ok": True, "offsets": dict(self.offsets), "seq": self.last_seq}
+                offsets = self._flushed if self.bound > 0 else self.offsets  # (nothing stored: the file)
+                resp = {"ok": True, "offsets": dict(offsets), "seq": self.last_seq}
             self._reply(to, rid, resp)
             return
         done = _thread.allocate_lock()
@@ -662,46 +719,94 @@ class PgControlServer(ControlEndpoint):
     def output(self, stream: str, data: bytes) -> None:
         if not data:
             return
-        with self._hub.lock, self._state_lock:
+        with self._state_lock:
             off = self.offsets.get(stream, 0)
             self.offsets[stream] = off + len(data)
             if self._closed or self.bound <= 0:
                 return
+            if self._batch and self._batch[-1][0] == stream and self._batch[-1][1] + len(self._batch[-1][2]) == off:
+                prev = self._batch[-1]  # adjacent: one row
+                self._batch[-1] = (stream, prev[1], prev[2] + data)
+            else:
+                self._batch.append((stream, off, data))
+            self._batched += len(data)
+            full = self._batched >= OUTPUT_BATCH_BYTES
+            if self._writer is None:
+                self._writer = _thread.start_new_thread(self._write_loop, ())
+        if full:
+            self.flush()  # the capture pays for a full batch: memory stays bounded
+        else:
             try:
-                conn = self._hub.conn
-                row = conn.execute(
-                    "INSERT INTO output_chunks (instance_id, stream, off, data) VALUES (%s,%s,%s,%s) "
-                    "RETURNING seq", (self.iid, stream, off, data)).fetchone()
-                assert row is not None
-                self.last_seq = row[0]
-                chunks = self._chunks.setdefault(stream, [])
-                chunks.append((row[0], len(data)))
-                self._stored[stream] = self._stored.get(stream, 0) + len(data)
-                first = self._first.get(stream, 0)
-                if self._stored[stream] > self.bound:  # keep the last `bound` bytes of the stream
-                    upto = None
-                    while self._stored[stream] > self.bound and first < len(chunks) - 1:
-                        upto, size = chunks[first]
-                        self._stored[stream] -= size
-                        first += 1
-                    # counted as gone now: if the DELETE fails, the next one (seq <= a later upto)
-                    # takes them too, instead of their sizes being subtracted a second time
-                    self._first[stream] = first
-                    if upto is not None:
-                        conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND stream=%s AND seq <= %s",
-                                     (self.iid, stream, upto))
-                    cut = self._stored[stream] - self.bound
-                    if cut > 0:  # the oldest chunk kept straddles the bound: keep its tail only
-                        seq, size = chunks[first]
-                        conn.execute("UPDATE output_chunks SET data = substring(data FROM %s), off = off + %s "
-                                     "WHERE seq = %s", (cut + 1, cut, seq))
-                        chunks[first] = (seq, size - cut)
-                        self._stored[stream] -= cut
-                    if first > 1024:
-                        del chunks[:first]
-                        self._first[stream] = 0
-            except Exception:
-                pass  # the database copy is best effort: the full output is in the run's files
+                self._kick.release()
+            except RuntimeError:
+                pass  # the writer is awake already
+
+    def _write_loop(self) -> None:
+        while not self._closed:
+            self._kick.acquire()
+            if self._closed:
+                return
+            time.sleep(OUTPUT_FLUSH_S)  # what comes meanwhile joins this batch
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the output waiting in the batch (before the run's end is recorded, and at close)."""
+        with self._hub.lock, self._state_lock:
+            batch, self._batch, self._batched = self._batch, [], 0
+            for i, (stream, off, data) in enumerate(batch):
+                if not self._store(stream, off, data):
+                    self._keep(batch[i:])
+                    return
+
+    def _keep(self, failed: list[tuple[str, int, bytes]]) -> None:
+        """Put what could not be written back in front of the batch; beyond twice the bound,
+        the oldest bytes go (a gap in the stored copy, which its readers report)."""
+        self._batch = failed + self._batch
+        self._batched = sum(len(d) for _s, _o, d in self._batch)
+        while self._batched > 2 * max(self.bound, OUTPUT_BATCH_BYTES) and len(self._batch) > 1:
+            self._batched -= len(self._batch.pop(0)[2])
+
+    def _store(self, stream: str, off: int, data: bytes) -> bool:
+        """Insert one chunk and keep the last `bound` bytes of its stream; False if it failed."""
+        try:
+            conn = self._hub.conn
+            row = conn.execute(
+                "INSERT INTO output_chunks (instance_id, stream, off, data) VALUES (%s,%s,%s,%s) "
+                "RETURNING seq", (self.iid, stream, off, data)).fetchone()
+            assert row is not None
+            self.last_seq = row[0]
+            self._flushed[stream] = off + len(data)
+            chunks = self._chunks.setdefault(stream, [])
+            chunks.append((row[0], len(data)))
+            self._stored[stream] = self._stored.get(stream, 0) + len(data)
+            first = self._first.get(stream, 0)
+            if self._stored[stream] > self.bound:  # keep the last `bound` bytes of the stream
+                upto = None
+                while self._stored[stream] > self.bound and first < len(chunks) - 1:
+                    upto, size = chunks[first]
+                    self._stored[stream] -= size
+                    first += 1
+                # counted as gone now: if the DELETE fails, the next one (seq <= a later upto)
+                # takes them too, instead of their sizes being subtracted a second time
+                self._first[stream] = first
+                if upto is not None:
+                    conn.execute("DELETE FROM output_chunks WHERE instance_id=%s AND stream=%s AND seq <= %s",
+                                 (self.iid, stream, upto))
+                cut = self._stored[stream] - self.bound
+                if cut > 0:  # the oldest chunk kept straddles the bound: keep its tail only
+                    seq, size = chunks[first]
+                    conn.execute("UPDATE output_chunks SET data = substring(data FROM %s), off = off + %s "
+                                 "WHERE seq = %s", (cut + 1, cut, seq))
+                    chunks[first] = (seq, size - cut)
+                    self._stored[stream] -= cut
+                if first > 1024:
+                    del chunks[:first]
+                    self._first[stream] = 0
+            return True
+        except Exception:
+            # the database copy is best effort (the full output is in the run's files); a chunk
+            # whose INSERT went through but whose trimming failed counts as written
+            return self._flushed.get(stream) == off + len(data)
 
     def rebase(self, stream: str, end: int) -> None:
         with self._hub.lock, self._state_lock:
@@ -710,9 +815,14 @@ class PgControlServer(ControlEndpoint):
     def close(self) -> None:
         if self._closed:
             return
+        self.flush()
         with self._hub.lock, self._state_lock:
             self._closed = True
             inflight = list(self._inflight)
+        try:
+            self._kick.release()  # the writer ends
+        except RuntimeError:
+            pass
         self._hub.unlisten(self._channel, self._on_notify)  # no new requests; answers in flight still go
         for done in inflight:  # a request that ended the run (stop) still gets its answer
             if done.acquire(timeout=1.0):
@@ -743,6 +853,7 @@ class PostgresEnvironment(Environment):
         self._closed = False
         self._ready = False
         self._reconnect_wait = store.reconnect_wait(RECONNECT_WAIT_S)
+        self._lease_waits: LeaseWaits | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -888,49 +999,19 @@ class PostgresEnvironment(Environment):
         return PgLease(self, run.instance_id)
 
     def wait_lease(self, run: RunRecord, timeout: float | None) -> bool:
-        """Block in the server (a shared advisory lock request) until the lease is released.
+        """Block until the lease is released (True) or `timeout` passes (False), without a
+        connection of its own: the process's lease waits are looked at together, every
+        LEASE_POLL_S, on the main connection (leasewait.py). A lease found free less than
+        RESTART_GRACE_S after a restart, of a run that was there before it, is waited on a
+        little longer (its wrapper is taking it again); while the hub reconnects, waits go on."""
+        from runtools.env.postgres.leasewait import LeaseWaits
 
-        A connection lost while waiting (a server restart, a cut) is made again until the
-        deadline; a lease found free less than RESTART_GRACE_S after a restart, of a run that was
-        there before it, is waited on a little longer (its wrapper is taking it again)."""
-        store.import_psycopg()
-        import psycopg.errors
-
-        key = self.lease_key(run.instance_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else deadline - time.monotonic()
-
-        conn: psycopg.Connection | None = self._connect(schema=True)  # the first failure is an error
-        try:
-            while True:
-                left = remaining()
-                if left is not None and left <= 0:
-                    return False
-                if conn is None:
-                    time.sleep(min(RECONNECT_S, left) if left is not None else RECONNECT_S)
-                    try:
-                        conn = self._connect(schema=True)
-                    except BackendError:
-                        continue
-                try:
-                    ms = max(1, int(wait_slice(left) * 1000))  # type: ignore[operator]
-                    conn.execute(f"SET lock_timeout = {ms}")
-                    try:
-                        conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
-                    except psycopg.errors.LockNotAvailable:
-                        continue
-                    conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
-                    if not self._retaking(conn, run.instance_id):
-                        return True
-                    time.sleep(RECONNECT_S)
-                except psycopg.Error:
-                    conn.close()
-                    conn = None
-        finally:
-            if conn is not None:
-                conn.close()
+        with self._lock:
+            self._read(lambda conn: None)  # the first failure is an error
+            if self._lease_waits is None:
+                self._lease_waits = LeaseWaits(self)
+            waits = self._lease_waits
+        return waits.wait(run.instance_id, timeout)
 
     @staticmethod
     def _retaking(conn: psycopg.Connection, instance_id: str) -> bool:
@@ -1057,13 +1138,20 @@ class PostgresEnvironment(Environment):
 
         return self._read(read)
 
-    def stored_output_bytes(self, run: RunRecord, stream: str, end: int | None = None) -> bytes:
+    def stored_output_bytes(self, run: RunRecord, stream: str, end: int | None = None,
+                            gaps: list[tuple[int, int]] | None = None) -> bytes:
         """The copy of a run's `stream` kept in the database, up to byte offset `end` (for
-        `taro tail` of a run whose files are on another host; at most output_bound() bytes)."""
+        `taro tail` of a run whose files are on another host; at most output_bound() bytes).
+        `gaps`, when given, gets (position in the bytes returned, bytes missing there) for each
+        hole: the dropped start (position 0), and output that could not be stored."""
         out = bytearray()
+        expected = 0
         for off, data in self._stored_chunks(run, stream):
             if end is not None and off >= end:
                 break
+            if gaps is not None and off > expected:
+                gaps.append((len(out), off - expected))
+            expected = off + len(data)  # (a file cut to its tail starts again lower: no hole)
             data = bytes(data)
             out += data if end is None else data[: end - off]
         return bytes(out)
@@ -1071,20 +1159,16 @@ class PostgresEnvironment(Environment):
     def stored_output(self, run: RunRecord, stream: str, fd: int) -> None:
         """Write the copy of a run's `stream` kept in the database to `fd` (for a run whose
         files are on another host). Only the last output_bound() bytes are kept: when earlier
-        ones were dropped, a line on stderr says so and where the whole output is."""
-        chunks = self._stored_chunks(run, stream)
-        if chunks and chunks[0][0] > 0:
-            import sys
-
-            path = run.stdout_path if stream == "stdout" else run.stderr_path
-            sys.stderr.write(f"taro: the first {chunks[0][0]} bytes of the {stream} of {run.instance_id} are not "
-                             f"kept in the environment (it keeps the last {output_bound() // 1024} KiB); the "
-                             f"whole output is on {run.host}: {path}\n")
+        ones were dropped, or output could not be stored (the database away longer than its
+        batch could wait), a line on stderr says so and where the whole output is."""
+        gaps: list[tuple[int, int]] = []
+        data = self.stored_output_bytes(run, stream, gaps=gaps)
+        for line in gap_notes(run, stream, gaps, 0):
+            sys.stderr.write(line)
             sys.stderr.flush()
-        for _off, data in chunks:
-            view = memoryview(bytes(data))
-            while view:
-                view = view[os.write(fd, view):]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
 
     def end_wait(self) -> float:
         return store.end_wait()
@@ -1096,6 +1180,9 @@ class PostgresEnvironment(Environment):
     def close(self) -> None:
         with self._lock:
             hub, self.__hub = self.__hub, None
+            waits, self._lease_waits = self._lease_waits, None
+        if waits is not None:
+            waits.close()
         if hub is not None:
             hub.close()
         with self._lock:

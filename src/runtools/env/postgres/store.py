@@ -289,6 +289,16 @@ UPDATE = (
     "UPDATE runs SET instance_id=%s, job_id=%s, run_id=%s, stage=%s, status=%s, created_at=%s, ended_at=%s, "
     "run_key=%s, tags=%s::jsonb, data=%s WHERE instance_id=%s"
 )
+#: many runs updated in one statement (a queue decision renumbers everyone in line): one array
+#: per column of UPDATE, in its order (the last one the instance id the row is found by)
+UPDATE_MANY = (
+    "UPDATE runs SET job_id=v.job_id, run_id=v.run_id, stage=v.stage, status=v.status, created_at=v.created_at, "
+    "ended_at=v.ended_at, run_key=v.run_key, tags=v.tags::jsonb, data=v.data "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], "
+    "%s::text[], %s::text[], %s::text[]) "
+    "AS v(instance_id, job_id, run_id, stage, status, created_at, ended_at, run_key, tags, data) "
+    "WHERE runs.instance_id = v.instance_id"
+)
 #: active runs: the record, then whether it was inserted before the server (re)started, its id
 ACTIVE = (f"SELECT {ROW}, inserted_at < pg_postmaster_start_time(), instance_id FROM runs "
           "WHERE stage <> 'ENDED' ORDER BY seq")
