@@ -464,7 +464,7 @@ class _Transaction:
 #: how long the lease watcher may go unscheduled beyond its probe interval before it counts as
 #: having been frozen (a paused VM, SIGSTOP): a lease then found gone may have been taken over
 #: already, so the command is killed at once instead of the lease being taken again
-FROZEN_S = 1.0
+FROZEN_S = 0.5
 #: between attempts to take the lease again while neither key is held (the holder has W_h only)
 RETAKE_FAST_S = 0.05
 
@@ -558,6 +558,23 @@ class PgLease(Lease):
             self._kill()
         elif pidfd is not None:
             self._start_guardian(pid, pidfd)
+
+    @property
+    def fenced(self) -> str | None:
+        """Why the fence killed the command (this process's or its guardian's), or None. The
+        guardian says so before it kills: once the command is reaped, its word is here."""
+        with self._state:
+            if self._fenced is None and self._guardian is not None:
+                import socket
+
+                try:
+                    said = self._guardian[1].recv(16, socket.MSG_DONTWAIT)
+                except OSError:
+                    said = b""
+                if said.startswith(b"K"):
+                    self._fenced = (f"its guardian killed the command: the lease connection on {self.env.display} "
+                                    "was cut while this wrapper was gone or silent (another process may take over)")
+            return self._fenced
 
     def _kill(self) -> None:
         """SIGKILL the command's group (its leader through its pidfd: never a reused pid)."""
@@ -901,6 +918,10 @@ def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bo
         # deadline: kill then, unless the wrapper says otherwise
 
         def kill() -> None:
+            try:  # first the word to the wrapper (if it lives): the run ends ERROR, saying why
+                chan.send(b"K", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 os.killpg(pid, signal.SIGKILL)
