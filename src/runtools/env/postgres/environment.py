@@ -606,7 +606,7 @@ class PgLease(Lease):
                     cut = not self._lease_ok
                     deadline = None if self._exposed is None else self._exposed + self.hold_s
                 try:
-                    gpid = os.fork()
+                    gpid = _fork()
                 except OSError:
                     gpid = -1
                 if gpid == 0:
@@ -856,10 +856,10 @@ class PgLease(Lease):
                         os.write(self._wake_w, b"x")
                     except OSError:
                         pass
-            if guardian is not None:  # ours: gone at once, whatever state it is in
+            if guardian is not None:  # ours: gone at once, whatever state it is in (reaped aside)
                 try:
                     os.kill(guardian[0], signal.SIGKILL)
-                    os.waitpid(guardian[0], 0)
+                    _thread.start_new_thread(_reap, (guardian[0],))
                 except OSError:
                     pass
                 guardian[1].close()
@@ -871,6 +871,23 @@ class PgLease(Lease):
                 pass
             self.conn.close()
         self.env._leases.discard(self)
+
+
+def _fork() -> int:
+    """os.fork() without Python 3.12's warning about forking a process that has threads: the
+    child (the guardian) only makes system calls, never touching what other threads held."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
 
 
 def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bool, deadline: float | None) -> None:
