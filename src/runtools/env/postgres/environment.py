@@ -760,8 +760,7 @@ class PgLease(Lease):
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         sock = -1
-        last_ok = tick = time.monotonic()
-        wall = time.time()
+        last_ok = time.monotonic()
         next_probe = last_ok + LEASE_PROBE_S
         try:
             while not self._released:
@@ -773,12 +772,14 @@ class PgLease(Lease):
                     sock = fd
                     if sock >= 0:
                         poller.register(sock, select.POLLIN | select.POLLRDHUP)
-                ready = poller.poll(max(0, int((next_probe - time.monotonic()) * 1000) + 1))
+                wait = max(0.0, next_probe - time.monotonic())
+                tick, wall = time.monotonic(), time.time()
+                ready = poller.poll(int(wait * 1000) + 1)
                 if self._released:
                     return
                 now, now_wall = time.monotonic(), time.time()
-                frozen = now - tick > LEASE_PROBE_S + FROZEN_S or abs((now_wall - wall) - (now - tick)) > FROZEN_S
-                tick, wall = now, now_wall
+                # slept much longer than asked, or the clocks parted: this host was frozen
+                frozen = now - tick > wait + FROZEN_S or abs((now_wall - wall) - (now - tick)) > FROZEN_S
                 self._drain()
                 if any(f == sock for f, _ in ready):
                     ok = self._check() and (not frozen or self._probe())
