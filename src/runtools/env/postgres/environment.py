@@ -516,6 +516,7 @@ class PgLease(Lease):
         self._exposed: float | None = None
         self._gen = 0
         self._fenced: str | None = None
+        self._verdict: str | None = None  # why the fence killed the command (it was running)
         self._told = False  # on_lost was called
         self._away = False  # the last reconnect found no server there (a restart): nobody can decide
         self._pid: int | None = None
@@ -564,7 +565,7 @@ class PgLease(Lease):
         """Why the fence killed the command (this process's or its guardian's), or None. The
         guardian says so before it kills: once the command is reaped, its word is here."""
         with self._state:
-            if self._fenced is None and self._guardian is not None:
+            if self._verdict is None and self._guardian is not None:
                 import socket
 
                 try:
@@ -572,9 +573,9 @@ class PgLease(Lease):
                 except OSError:
                     said = b""
                 if said.startswith(b"K"):
-                    self._fenced = (f"its guardian killed the command: the lease connection on {self.env.display} "
+                    self._verdict = (f"its guardian killed the command: the lease connection on {self.env.display} "
                                     "was cut while this wrapper was gone or silent (another process may take over)")
-            return self._fenced
+            return self._verdict
 
     def _kill(self) -> None:
         """SIGKILL the command's group (its leader through its pidfd: never a reused pid)."""
@@ -587,6 +588,7 @@ class PgLease(Lease):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             except OSError:
                 return  # reaped already: the command has ended
+            self._verdict = self._fenced
             try:
                 os.killpg(self._pid, signal.SIGKILL)
             except OSError:
@@ -615,6 +617,7 @@ class PgLease(Lease):
             if gpid < 0:
                 ours.close()
                 return
+            ours.setblocking(False)  # a stopped guardian never blocks us: it would then kill on its own
             with self._state:
                 self._guardian = (gpid, ours)
 
