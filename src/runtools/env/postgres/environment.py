@@ -860,10 +860,11 @@ class PgLease(Lease):
                         os.write(self._wake_w, b"x")
                     except OSError:
                         pass
-            if guardian is not None:  # ours: gone at once, whatever state it is in (reaped aside)
+            if guardian is not None:  # it ends with the command (usually gone by now); else killed
                 try:
-                    os.kill(guardian[0], signal.SIGKILL)
-                    _thread.start_new_thread(_reap, (guardian[0],))
+                    if os.waitpid(guardian[0], os.WNOHANG)[0] == 0:
+                        os.kill(guardian[0], signal.SIGKILL)
+                        os.waitpid(guardian[0], 0)  # never left a zombie (containers' PID 1 may not reap)
                 except OSError:
                     pass
                 guardian[1].close()
@@ -885,13 +886,6 @@ def _fork() -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return os.fork()
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except OSError:
-        pass
 
 
 def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bool, deadline: float | None) -> None:
