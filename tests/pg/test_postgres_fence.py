@@ -307,3 +307,33 @@ def test_wrapper_and_command_killed_the_next_run_executes_within_a_second(cli, d
     started = datetime.fromisoformat(runs["host-b"]["started_at"]).timestamp()
     assert started - killed < 1.0  # the fence (0.7 s) included
     assert runs["host-a"]["status"] == "LOST"
+
+
+def test_the_guardian_ends_with_the_command_and_is_reaped(tmp_path):
+    """`import runtools` on postgres: every executed command's guardian is a fork of this process;
+    none is left behind (no child, no zombie, no descriptor) after the runs."""
+    import runtools
+
+    from .server import postgres_url
+
+    def children() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        if int(f.read().rsplit(b")", 1)[1].split()[1]) == os.getpid():
+                            found.append(int(entry))
+                except OSError:
+                    pass
+        return found
+
+    with runtools.environment(postgres_url()) as env:
+        assert runtools.run(["true"], job_id="warm", env=env).run.status.value == "COMPLETED"
+        fds = len(os.listdir("/proc/self/fd"))
+        ours = set(children())  # the test session's server
+        for _ in range(5):
+            r = runtools.run([sys.executable, "-c", "pass"], job_id="cmd", env=env, mutual_exclusion=True)
+            assert r.run.status.value == "COMPLETED", r.run.error
+            assert set(children()) == ours
+        assert len(os.listdir("/proc/self/fd")) <= fds
