@@ -223,9 +223,10 @@ def test_a_killed_wrappers_command_is_killed_by_its_guardian_when_its_lease_is_c
     log = str(tmp_path / "ticks")
     a, run, b = holder_and_taker(cli, url, log, wait_until)
     lease, control = keys_of(url, run["instance_id"])
+    first = holders(admin, [control])[control]
     os.kill(a.pid, signal.SIGKILL)
     a.wait(5)
-    wait_until(lambda: control not in holders(admin, [control]), 5, "the wrapper's control connection to close")
+    wait_until(lambda: holders(admin, [control]).get(control) != first, 5, "the wrapper's control connection to close")
     # the command (and its guardian) keep the lease: the run lives, the taker waits
     (held,) = holders(admin, [lease]).values()
     assert b.poll() is None and "B" not in ticks(log)
@@ -337,3 +338,26 @@ def test_the_guardian_ends_with_the_command_and_is_reaped(tmp_path):
             assert r.run.status.value == "COMPLETED", r.run.error
             assert set(children()) == ours
         assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_taro_stop_from_another_host_stops_the_command_of_a_killed_wrapper(cli, db, wait_until, tmp_path):
+    """The guardian starts a keeper once the wrapper is gone: `taro stop` from another host asks
+    it, and it stops the orphan as `taro stop` on its own host does (before: only from there)."""
+    admin, url, _name = db
+    log = str(tmp_path / "ticks")
+    a = cli.spawn_run("-e", url, "--id", "job", "--tag", "a", *ticking(log, "A", 60), env={"RUNTOOLS_HOST": "host-a"})
+    run = wait_until(lambda: executing_run(cli, url, "a"), 15, "the run to execute")
+    keeper = PostgresEnvironment(url)._keeper_key(run["instance_id"])
+    assert not holders(admin, [keeper])  # the wrapper lives: no keeper
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait(5)
+    wait_until(lambda: holders(admin, [keeper]), 15, "the keeper to start")
+    p = cli.taro("stop", "-e", url, "--kill-after", "2s", run["instance_id"], env={"RUNTOOLS_HOST": "host-b"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"stopped {run['instance_id']} (its wrapper was gone"), p.stdout
+    assert not pid_alive(run["child_pid"])
+    (ended,) = cli.history("-e", url)
+    assert ended["status"] == "STOPPED", ended
+    assert ended["actions"][-1]["action"] == "stopped" and "wrapper was gone" in ended["actions"][-1]["reason"]
+    wait_until(lambda: not holders(admin, [keeper]), 5, "the keeper to end with the command")
+

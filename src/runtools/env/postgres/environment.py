@@ -57,6 +57,8 @@ LEASE_PROBE_S = 1.0
 RESTART_GRACE_S = 15.0
 #: how long the hub (and a lease wait) waits between attempts to reconnect
 RECONNECT_S = 0.5
+#: beyond the kill grace, how long `taro stop` waits for the keeper of an orphan on another host
+KEEPER_ANSWER_S = 15.0
 #: how long a lost main connection is tried again before the operation fails (a server restart)
 RECONNECT_WAIT_S = 15.0
 
@@ -601,6 +603,7 @@ class PgLease(Lease):
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError:
             return
+        keeper = f"{self.env.libpq_url}\n{self.env.schema}\n{self.iid}\n".encode()
         with self._lock:  # no new lease connection while forking: the guardian gets the current one
             gpid = -1
             if not self._released:
@@ -612,7 +615,7 @@ class PgLease(Lease):
                 except OSError:
                     gpid = -1
                 if gpid == 0:
-                    _guard(theirs.fileno(), self._fileno(), pid, pidfd, self.hold_s, cut, deadline)  # never returns
+                    _guard(theirs.fileno(), self._fileno(), pid, pidfd, self.hold_s, cut, deadline, keeper)  # no return
             theirs.close()
             if gpid < 0:
                 ours.close()
@@ -888,7 +891,37 @@ def _fork() -> int:
         return os.fork()
 
 
-def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bool, deadline: float | None) -> None:
+def _start_keeper(keeper: bytes) -> None:
+    """In the guardian (single-threaded: a plain fork is safe): start keeper.py in a fresh Python
+    with fd 3 (EOF when the guardian ends) and fd 4 (`keeper`), nothing else (not the lease)."""
+    import sys
+
+    try:
+        alive_r, _alive_w = os.pipe()
+        data_r, data_w = os.pipe()
+        os.write(data_w, keeper)  # a few hundred bytes: fits the pipe
+        os.close(data_w)
+        child = os.fork()
+    except OSError:
+        return
+    if child == 0:
+        try:
+            import fcntl
+
+            alive, data = fcntl.fcntl(alive_r, fcntl.F_DUPFD, 10), fcntl.fcntl(data_r, fcntl.F_DUPFD, 10)
+            os.dup2(alive, 3)
+            os.dup2(data, 4)
+            os.closerange(5, 1 << 20)  # the lease socket, the write end of fd 3's pipe, ...
+            os.execv(sys.executable, [sys.executable, "-m", "runtools.env.postgres.keeper"])
+        finally:
+            os._exit(0)
+    os.close(alive_r)
+    os.close(data_r)
+    # _alive_w stays open in the guardian: the keeper sees EOF on its fd 3 when the guardian ends
+
+
+def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bool, deadline: float | None,
+           keeper: bytes) -> None:
     """The guardian of a run's command: a fork of its wrapper, in a session of its own, doing
     nothing but system calls (the wrapper's other threads do not exist here). It holds the
     lease connection's socket (so a lease taken again on a new connection stays with the command
@@ -897,7 +930,9 @@ def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bo
     - the wrapper is gone (killed: the command would run on unsupervised), or
     - the wrapper says neither key is held (E), or does not say within W_h that it took the
       lease again (L) or still holds the control key (C): a frozen or stuck wrapper.
-    `cut`, `deadline`: the fence as it stood when it was forked (lease_fd is -1 when cut)."""
+    `cut`, `deadline`: the fence as it stood when it was forked (lease_fd is -1 when cut).
+    Once the wrapper is gone, it starts the keeper (keeper.py, with `keeper`: URL, schema, run),
+    which answers `taro stop` from any host; the keeper ends when this process does."""
     try:
         import select
         import signal
@@ -959,6 +994,7 @@ def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bo
                     poller.unregister(ctl)
                     if hung:
                         kill()
+                    _start_keeper(keeper)
                 elif msg == b"L" and fds:
                     if not hung:
                         poller.unregister(lease_fd)
@@ -1476,12 +1512,50 @@ class PostgresEnvironment(Environment):
 
     def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
                     grace: float = 10.0) -> RunRecord | None:
-        if run.host != this_host():
-            return None  # its command runs on another host: only a wrapper there can signal it
+        if run.host != this_host():  # its command runs on another host: ask its keeper there
+            return self._ask_keeper(run, {"interrupt": interrupt, "by": by, "grace": grace},
+                                    grace + KEEPER_ANSWER_S)
         from runtools.env.local.orphan import stop_orphan
 
         env: Any = self  # it uses only the Environment contract (transaction, active_runs, wait_lease)
         return stop_orphan(env, run, interrupt, by, grace)
+
+    def _keeper_key(self, instance_id: str) -> int:
+        return store.key64("runtools-keeper", self.schema, instance_id)
+
+    def _keeper_channel(self, instance_id: str) -> str:
+        return f"rt_{store.short_hash(self.schema)}_k_{store.short_hash(instance_id)}"
+
+    def _ask_keeper(self, run: RunRecord, request: dict[str, Any], timeout: float) -> RunRecord | None:
+        """Have the keeper of an orphaned command on another host (keeper.py: started by the run's
+        guardian once its wrapper died) stop it as `taro stop` there would: the run as it is
+        afterwards, or None when it has no keeper (its wrapper may live: same as local)."""
+        from runtools.model.run import RunRecord as Record
+
+        psycopg = store.import_psycopg()
+        hub = self._hub()
+        rid = os.urandom(8).hex()
+        answered = _thread.allocate_lock()
+        answered.acquire()
+        self._waiting[rid] = [answered, None]
+        try:
+            with hub.lock:
+                try:
+                    if not self._held([self._keeper_key(run.instance_id)], hub.conn):
+                        return None
+                    send(hub.conn, self._keeper_channel(run.instance_id),
+                         dumps({"id": rid, "reply": self._reply_channel, "req": request}))
+                except psycopg.Error as e:
+                    raise store.error(e, self.display) from None
+            deadline = time.monotonic() + timeout
+            while not answered.acquire(timeout=float(wait_slice(max(0.0, deadline - time.monotonic())) or 0.0)):
+                if time.monotonic() >= deadline:
+                    return self.get_run(run.instance_id)
+            resp = self._waiting[rid][1]
+            found = resp.get("run") if isinstance(resp, dict) else None
+            return Record.from_dict(found) if isinstance(found, dict) else self.get_run(run.instance_id)
+        finally:
+            self._waiting.pop(rid, None)
 
     def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
         start = self.control(instance_id, {"op": "follow"})
