@@ -134,6 +134,17 @@ class JobRun:
         self.ctx.record_action("stopped", by="lease", reason=why)
         self.ctx.request_stop(Status.ERROR, EXIT_WRAPPER_FAILED)
 
+    def _fence_verdict(self, lease: Any, status: Status, code: int | None) -> tuple[Status, int | None]:
+        """A command killed by its lease's fence (postgres: its connections were cut, and another
+        host may take over) ends the run ERROR with why, whatever its exit status said."""
+        why = getattr(lease, "fenced", None)
+        if why is None or status is Status.ERROR:
+            return status, code
+        with self.ctx._lock:
+            self.record.error = why
+        self.ctx.record_action("stopped", by="lease", reason=why)
+        return Status.ERROR, EXIT_WRAPPER_FAILED
+
     def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op in ("stop", "interrupt"):
@@ -186,6 +197,7 @@ class JobRun:
                 endpoint.flush()
             except Exception:
                 pass  # a copy of the output (postgres) is best effort; the end must be recorded
+            status, run_code = self._fence_verdict(lease, status, run_code)
             self._finish(status, run_code)
             raised = self._raised or getattr(self.execution, "raised", None)
             if raised is not None:  # KeyboardInterrupt, SystemExit, ...: on to the caller, once recorded

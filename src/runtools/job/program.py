@@ -177,6 +177,9 @@ class ProgramPhase(ExecutionPhase):
             run.error = f"cannot run {self.argv[0]}: {e.strerror}"
             return Status.ERROR, EXIT_NOT_EXECUTABLE if e.errno == 8 else EXIT_WRAPPER_FAILED  # 8: ENOEXEC
 
+        executing = getattr(ctx.lease, "executing", None)
+        if executing is not None:  # postgres: the lease's fence may kill it; a guardian watches over it
+            executing(pid)
         run.started_at = time.time()
         run.child_pid = pid
         run.child_start = process_start_time(pid)

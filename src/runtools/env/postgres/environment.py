@@ -63,6 +63,8 @@ LEASE_PROBE_S = 1.0
 RESTART_GRACE_S = 15.0
 #: how long the hub (and a lease wait) waits between attempts to reconnect
 RECONNECT_S = 0.5
+#: beyond the kill grace, how long `taro stop` waits for the keeper of an orphan on another host
+KEEPER_ANSWER_S = 15.0
 #: how long a lost main connection is tried again before the operation fails (a server restart;
 #: $RUNTOOLS_PG_RECONNECT_WAIT). Recording a run's end is tried longer: store.end_wait()
 RECONNECT_WAIT_S = 15.0
@@ -141,13 +143,21 @@ class _Hub:
     channel. `lock` guards the connection: others use it for short statements (replies, output
     chunks, requests) while the thread waits in poll(). Control keys (session advisory locks)
     are held on it. A lost connection is made again, its channels listened to and its keys
-    taken again, then `on_reconnect` callbacks say that notifications may have been missed."""
+    taken again, then `on_reconnect` callbacks say that notifications may have been missed.
+
+    The fence: a lost connection is seen at once (its socket is watched) and made again at once;
+    the leases of the process are told when it is lost and when it is back (`up`), and a run
+    whose control key it took again is looked at under the run's row lock: one found ended by
+    another process meanwhile (`ended_run`) must kill its command at once."""
 
     def __init__(self, env: PostgresEnvironment) -> None:
         self.env = env
         self.lock = _thread.RLock()
         self.channels: dict[str, list[Callable[[str], None]]] = {}
         self.keys: dict[int, int] = {}  # control key -> how many holders in this process
+        self.key_runs: dict[int, str] = {}  # control key -> its run's instance id
+        self.ended: set[int] = set()  # control keys of runs found ended when the keys were taken again
+        self.up = True  # the connection is there and holds the keys
         self.on_reconnect: list[Callable[[], None]] = []
         # notifications that arrived while another thread used the connection: handled by the
         # hub's thread (a callback may need the connection itself, to read a big payload)
@@ -168,6 +178,13 @@ class _Hub:
                     conn.execute("SELECT pg_advisory_lock(%s)", (key,))
                 for ch in self.channels:
                     conn.execute(f'LISTEN "{ch}"')
+                runs = {k: iid for k, iid in self.key_runs.items() if k in self.keys}
+                if runs:  # under their row locks: a taker looks at the keys again under them
+                    with conn.transaction():
+                        found = conn.execute("SELECT instance_id, stage FROM runs WHERE instance_id = ANY(%s) "
+                                             "ORDER BY instance_id FOR UPDATE", (list(runs.values()),)).fetchall()
+                    over = {iid for iid, stage in found if stage == "ENDED"}
+                    self.ended = {k for k, iid in runs.items() if iid in over}
         except BaseException:
             conn.close()
             raise
@@ -214,11 +231,25 @@ class _Hub:
                 except Exception:
                     pass
 
-    def hold(self, key: int) -> None:
+    def hold(self, key: int, instance_id: str | None = None) -> None:
         with self.lock:
             if key not in self.keys:
                 self._execute("SELECT pg_advisory_lock(%s)", (key,))
             self.keys[key] = self.keys.get(key, 0) + 1
+            if instance_id is not None:
+                self.key_runs[key] = instance_id
+
+    def holds(self, key: int) -> bool:
+        """Is this control key held now, as far as this process can tell (the fence)?"""
+        return self.up and key in self.keys and key not in self.ended
+
+    def ended_run(self, key: int) -> bool:
+        return key in self.ended
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
+        for lease in list(self.env._leases):
+            lease._evaluate()
 
     def release(self, key: int) -> None:
         with self.lock:
@@ -227,6 +258,7 @@ class _Hub:
                 self.keys[key] = left
                 return
             self.keys.pop(key, None)
+            self.key_runs.pop(key, None)
             try:
                 self._execute("SELECT pg_advisory_unlock(%s)", (key,))
             except Exception:
@@ -239,11 +271,15 @@ class _Hub:
             while not self._closed:
                 if self._listen(select):
                     return
-                # the connection is gone: make it again (until closed), then say events were missed
+                # the connection is gone: make it again (until closed; the first time at once:
+                # the fence), then say events were missed
+                self._set_up(False)
+                first = True
                 while not self._closed:
-                    if select.select([self._r], [], [], RECONNECT_S)[0]:
+                    if not first and select.select([self._r], [], [], RECONNECT_S)[0]:
                         self._drain_pipe()
                         continue
+                    first = False
                     try:
                         conn = self._open()
                     except Exception:
@@ -251,6 +287,7 @@ class _Hub:
                     with self.lock:
                         old, self.conn = self.conn, conn
                     old.close()
+                    self._set_up(True)
                     for callback in list(self.on_reconnect):
                         try:
                             callback()
@@ -343,7 +380,7 @@ class PgTx(Tx):
 
     def active_runs(self) -> list[RunRecord]:
         found = self.conn.execute(store.ACTIVE).fetchall()
-        alive = self.env._alive([(row[-1], row[-2]) for row in found], self.conn)
+        alive = self.env._alive([(row[-1], row[-2]) for row in found], self.conn, decide=True)
         out = []
         now = time.time()
         for row in found:
@@ -478,19 +515,45 @@ class _Transaction:
 # -- leases ------------------------------------------------------------------------------------
 
 
+#: how long the lease watcher may go unscheduled beyond its probe interval before it counts as
+#: having been frozen (a paused VM, SIGSTOP): a lease then found gone may have been taken over
+#: already, so the command is killed at once instead of the lease being taken again
+FROZEN_S = 0.5
+#: between attempts to take the lease again while neither key is held (the holder has W_h only)
+RETAKE_FAST_S = 0.05
+
+
+def _server_away(text: str) -> bool:
+    """Does this connection failure say that no server is there (stopped, restarting)? Then no
+    other host can decide either, and once it is back it gives runs from before its start
+    RESTART_GRACE_S to take their leases again."""
+    return any(s in text for s in ("Connection refused", "starting up", "shutting down", "No such file or directory"))
+
+
 class PgLease(Lease):
     """A session advisory lock on the run's key, on a connection of its own (whose socket the
-    command inherits), confirmed every LEASE_PROBE_S by a thread. A cut connection is made again
-    and the lock taken again — under the environment's decision lock, and only while the run
-    has not been ended by someone else; if that fails for the lease grace, `on_lost(why)` is
-    called once (the run then stops its command)."""
+    command inherits). A thread watches that socket (a cut is seen at once) and confirms the lock
+    every LEASE_PROBE_S (a silent server). A cut connection is made again and the lock taken
+    again — under the run's row lock, and only while the run has not been ended by another
+    process.
+
+    The fence (never two copies): takers end a run holding neither its lease nor its control key
+    (the hub's) LOST only after waiting out store.fence() (W_t, `_fence` of the environment). So
+    once this process sees both gone it has W_h = W_t / 2 to take one again; when it cannot, finds
+    the run ended, or finds its lease gone after being frozen, it SIGKILLs the command's group at
+    once (no TERM grace: a taker may be about to start) and calls `on_lost(why)`. While the control
+    key is held, a lease not taken again within the lease grace calls `on_lost(why)` (the run stops
+    its command: TERM, then KILL). A guardian process (`_guard`) covers this process being killed
+    or frozen while the command runs."""
 
     def __init__(self, env: PostgresEnvironment, instance_id: str) -> None:
         self.env = env
         self.iid = instance_id
         self.key = env.lease_key(instance_id)
+        self.ckey = env._control_key(instance_id)
         self.on_lost: Callable[[str], None] | None = None
         self.grace = store.lease_grace()
+        self.hold_s = store.fence() / 2
         conn = env._connect(lease=True)
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
@@ -498,15 +561,194 @@ class PgLease(Lease):
             conn.close()
             raise store.error(e, env.display) from None
         self.conn = conn
-        self._lock = _thread.allocate_lock()  # guards self.conn
+        self._lock = _thread.allocate_lock()  # guards self.conn (taken before _state)
         self._released = False
-        self._stop = _thread.allocate_lock()  # released by release(): ends the watcher at once
-        self._stop.acquire()
+        # the fence, guarded by _state: is the lease held; since when neither key is (monotonic);
+        # a counter that voids older deadlines; why the command was killed
+        self._state = _thread.allocate_lock()
+        self._lease_ok = True
+        self._exposed: float | None = None
+        self._gen = 0
+        self._fenced: str | None = None
+        self._verdict: str | None = None  # why the fence killed the command (it was running)
+        self._told = False  # on_lost was called
+        self._away = False  # the last reconnect found no server there (a restart): nobody can decide
+        self._pid: int | None = None
+        self._pidfd: int | None = None
+        self._guardian: tuple[int, Any] | None = None  # (pid, our end of its socket pair)
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._pipe_open = True
+        env._leases.add(self)
         _thread.start_new_thread(self._watch, ())
 
     def inheritable_fds(self) -> tuple[int, ...]:
         with self._lock:
-            return () if self._released else (self.conn.fileno(),)
+            fd = self._fileno()
+        return (fd,) if fd >= 0 else ()  # none while it is being taken again: the guardian gets that one
+
+    def _fileno(self) -> int:
+        """The lease connection's socket (under _lock); -1 once it is lost."""
+        try:
+            return -1 if self._released else self.conn.fileno()
+        except Exception:
+            return -1
+
+    # -- the command ---------------------------------------------------------------------------
+
+    def executing(self, pid: int) -> None:
+        """The command started (it leads its own process group): the fence may now kill it, and
+        a guardian watches over it in case this process is killed or frozen."""
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        with self._state:
+            if self._released:
+                if pidfd is not None:
+                    os.close(pidfd)
+                return
+            self._pid, self._pidfd = pid, pidfd
+            fenced = self._fenced
+        if fenced is not None:  # fenced while it was being spawned
+            self._kill()
+        elif pidfd is not None:
+            self._start_guardian(pid, pidfd)
+
+    @property
+    def fenced(self) -> str | None:
+        """Why the fence killed the command (this process's or its guardian's), or None. The
+        guardian says so before it kills: once the command is reaped, its word is here."""
+        with self._state:
+            if self._verdict is None and self._guardian is not None:
+                import socket
+
+                try:
+                    said = self._guardian[1].recv(16, socket.MSG_DONTWAIT)
+                except OSError:
+                    said = b""
+                if said.startswith(b"K"):
+                    self._verdict = (f"its guardian killed the command: the lease connection on {self.env.display} "
+                                    "was cut while this wrapper was gone or silent (another process may take over)")
+            return self._verdict
+
+    def _kill(self) -> None:
+        """SIGKILL the command's group (its leader through its pidfd: never a reused pid)."""
+        import signal
+
+        with self._state:
+            if self._pidfd is None or self._pid is None:
+                return
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except OSError:
+                return  # reaped already: the command has ended
+            self._verdict = self._fenced
+            try:
+                os.killpg(self._pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _start_guardian(self, pid: int, pidfd: int) -> None:
+        import socket
+
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return
+        keeper = f"{self.env.libpq_url}\n{self.env.schema}\n{self.iid}\n".encode()
+        with self._lock:  # no new lease connection while forking: the guardian gets the current one
+            gpid = -1
+            if not self._released:
+                with self._state:  # where the fence stands
+                    cut = not self._lease_ok
+                    deadline = None if self._exposed is None else self._exposed + self.hold_s
+                try:
+                    gpid = _fork()
+                except OSError:
+                    gpid = -1
+                if gpid == 0:
+                    _guard(theirs.fileno(), self._fileno(), pid, pidfd, self.hold_s, cut, deadline, keeper)  # no return
+            theirs.close()
+            if gpid < 0:
+                ours.close()
+                return
+            ours.setblocking(False)  # a stopped guardian never blocks us: it would then kill on its own
+            with self._state:
+                self._guardian = (gpid, ours)
+
+    def _tell(self, msg: bytes, fd: int | None = None) -> None:
+        """Tell the guardian (under _state): L + fd the lease is held again on this connection; C
+        the lease is cut but the control key is held; E neither key is held."""
+        if self._guardian is None:
+            return
+        import socket
+
+        try:
+            socket.send_fds(self._guardian[1], [msg], [fd] if fd is not None else [])
+        except OSError:
+            pass
+
+    # -- the fence -----------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        """Start or void the fence's deadline: neither key held -> W_h to take one again. Called
+        on every change of the lease or of the hub (its connection lost / back)."""
+        hub = self.env._hub_if_open()
+        if hub is not None and hub.ended_run(self.ckey):
+            self._fence("the run was ended by another process while its connections were cut")
+            return
+        covered = self._away or (hub is not None and hub.holds(self.ckey))
+        with self._state:
+            if self._released or self._fenced is not None:
+                return
+            if self._lease_ok or covered:
+                if self._exposed is not None:
+                    self._exposed = None
+                    self._gen += 1
+                if not self._lease_ok:
+                    self._tell(b"C")
+                return
+            if self._exposed is not None:
+                return
+            self._exposed = time.monotonic()
+            self._gen += 1
+            gen = self._gen
+            self._tell(b"E")
+        _thread.start_new_thread(self._deadline, (gen,))
+
+    def _deadline(self, gen: int) -> None:
+        end = time.monotonic() + self.hold_s
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(wait_slice(left) or 0.0)
+        with self._state:
+            if gen != self._gen or self._released or self._fenced is not None:
+                return
+        self._fence(f"lost its lease and control connections on {self.env.display} and could not take them "
+                    f"again within {self.hold_s:g}s: killed the command so that no other process runs a second copy")
+
+    def _fence(self, why: str) -> None:
+        """Kill the command at once, then tell the run why (in a thread of its own: the caller may
+        be the hub's thread, and the run records it in a transaction)."""
+        with self._state:
+            if self._fenced is not None or self._released:
+                return
+            self._fenced = why
+        self._kill()
+        _thread.start_new_thread(self._lost, (why,))
+
+    def _lost(self, why: str) -> None:
+        with self._state:
+            if self._told or self._released:
+                return
+            self._told = True
+        callback = self.on_lost
+        if callback is not None:
+            try:
+                callback(why)
+            except Exception:
+                pass
+
+    # -- the watcher ---------------------------------------------------------------------------
 
     def _probe(self) -> bool:
         with self._lock:
@@ -518,77 +760,321 @@ class PgLease(Lease):
             except Exception:
                 return False
 
+    def _check(self) -> bool:
+        """Read what arrived on the idle lease connection: False once it is closed."""
+        with self._lock:
+            if self._released:
+                return True
+            try:
+                self.conn.pgconn.consume_input()
+            except Exception:
+                return False
+            return not self.conn.broken and self.conn.pgconn.status == 0
+
     def _retake(self) -> str | None:
         """Connect again and take the lock again: None when done, else why not (yet)."""
         env = self.env
         try:
             conn = env._connect(schema=True, lease=True)
         except Exception as e:
+            away = _server_away(str(e))
+            if away != self._away:
+                self._away = away
+                self._evaluate()
             return f"cannot reach {env.display}: {e}"
+        self._away = False
         try:
-            with conn.transaction():  # serialised with every decision: no taker in between
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (env._env_key,))
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-                if not row or not row[0]:
-                    conn.close()
-                    return "its lock is still held by the lost connection's session"
-                row = conn.execute("SELECT stage FROM runs WHERE instance_id=%s", (self.iid,)).fetchone()
-            if row is not None and row[0] == "ENDED":
-                conn.close()
-                return "ended"
+            with conn.transaction():  # the run's row lock: a taker looks at the keys again under it
+                row = conn.execute("SELECT stage FROM runs WHERE instance_id=%s FOR UPDATE", (self.iid,)).fetchone()
+                ended = row is not None and row[0] == "ENDED"
+                got = False
+                if not ended:
+                    taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+                    got = bool(taken and taken[0])
         except Exception as e:
             conn.close()
             return f"cannot take the lease again: {e}"
+        if ended or not got:
+            conn.close()
+            return "ended" if ended else "its lock is still held by the lost connection's session"
         with self._lock:
             if self._released:
                 conn.close()
                 return None
             old, self.conn = self.conn, conn
+            with self._state:
+                self._lease_ok = True
+                self._tell(b"L", conn.fileno())
         try:
             old.close()
         except Exception:
             pass
+        self._evaluate()
         return None
 
     def _watch(self) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        sock = -1
         last_ok = time.monotonic()
-        while not self._stop.acquire(timeout=LEASE_PROBE_S):
-            if self._probe():
-                last_ok = time.monotonic()
-                continue
-            why = None
+        next_probe = last_ok + LEASE_PROBE_S
+        try:
             while not self._released:
-                why = self._retake()
-                if why is None:
+                with self._lock:
+                    fd = self._fileno()
+                if fd != sock:
+                    if sock >= 0:
+                        poller.unregister(sock)
+                    sock = fd
+                    if sock >= 0:
+                        poller.register(sock, select.POLLIN | select.POLLRDHUP)
+                wait = max(0.0, next_probe - time.monotonic())
+                tick, wall = time.monotonic(), time.time()
+                ready = poller.poll(int(wait * 1000) + 1)
+                if self._released:
+                    return
+                now, now_wall = time.monotonic(), time.time()
+                # slept much longer than asked, or the clocks parted: this host was frozen
+                frozen = now - tick > wait + FROZEN_S or abs((now_wall - wall) - (now - tick)) > FROZEN_S
+                self._drain()
+                if any(f == sock for f, _ in ready):
+                    ok = self._check() and (not frozen or self._probe())
+                elif frozen or now >= next_probe:
+                    ok = self._probe()
+                else:
+                    continue  # woken up: look again
+                if ok:
                     last_ok = time.monotonic()
-                    break
-                if why == "ended" or time.monotonic() - last_ok >= self.grace:
-                    if why == "ended":
-                        why = "the run was ended by another process while its lease connection was cut"
-                    else:
-                        why = (f"lost its lease on {self.env.display} for {self.grace:g}s ({why}): "
-                               "stopped the command so that no other process runs a second copy")
-                    callback = self.on_lost
-                    if callback is not None:
-                        try:
-                            callback(why)
-                        except Exception:
-                            pass
+                    next_probe = last_ok + LEASE_PROBE_S
+                elif self._gone(last_ok, frozen):
                     return
-                if self._stop.acquire(timeout=RECONNECT_S):
-                    return
+                else:
+                    last_ok = time.monotonic()
+                    next_probe = last_ok + LEASE_PROBE_S
+        finally:
+            with self._state:
+                self._pipe_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    def _gone(self, last_ok: float, frozen: bool) -> bool:
+        """The lease connection is lost: take the lease again (False), or give up (True)."""
+        with self._state:
+            self._lease_ok = False
+        if frozen:
+            self._fence(f"found its lease on {self.env.display} gone after this host was frozen (another "
+                        "process may have taken over): killed the command at once")
+            return True
+        self._evaluate()
+        while not self._released and self._fenced is None:
+            why = self._retake()
+            if why is None:
+                return False
+            if why == "ended":
+                self._fence("the run was ended by another process while its lease connection was cut")
+                return True
+            if time.monotonic() - last_ok >= self.grace:
+                self._lost(f"lost its lease on {self.env.display} for {self.grace:g}s ({why}): "
+                           "stopped the command so that no other process runs a second copy")
+                return True
+            with self._state:
+                pause = RETAKE_FAST_S if self._exposed is not None else RECONNECT_S
+            if self._pause(pause):
+                return True
+        return True
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep, woken by release(): True when released."""
+        import select
+
+        select.select([self._wake_r], [], [], seconds)
+        self._drain()
+        return self._released
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 64):
+                pass
+        except OSError:
+            pass
 
     def release(self) -> None:
+        import signal
+
         with self._lock:
             if self._released:
                 return
-            self._released = True
+            with self._state:
+                self._released = True
+                guardian, self._guardian = self._guardian, None
+                pidfd, self._pidfd = self._pidfd, None
+                if self._pipe_open:
+                    try:
+                        os.write(self._wake_w, b"x")
+                    except OSError:
+                        pass
+            if guardian is not None:  # it ends with the command (usually gone by now); else killed
+                try:
+                    if os.waitpid(guardian[0], os.WNOHANG)[0] == 0:
+                        os.kill(guardian[0], signal.SIGKILL)
+                        os.waitpid(guardian[0], 0)  # never left a zombie (containers' PID 1 may not reap)
+                except OSError:
+                    pass
+                guardian[1].close()
+            if pidfd is not None:
+                os.close(pidfd)
             try:  # explicitly: a process that inherited the socket may keep the session open
                 self.conn.execute("SELECT pg_advisory_unlock_all()")
             except Exception:
                 pass
             self.conn.close()
-        self._stop.release()
+        self.env._leases.discard(self)
+
+
+def _fork() -> int:
+    """os.fork() without Python 3.12's warning about forking a process that has threads: the
+    child (the guardian) only makes system calls, never touching what other threads held."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def _start_keeper(keeper: bytes) -> None:
+    """In the guardian (single-threaded: a plain fork is safe): start keeper.py in a fresh Python
+    with fd 3 (EOF when the guardian ends) and fd 4 (`keeper`), nothing else (not the lease)."""
+    import sys
+
+    try:
+        alive_r, _alive_w = os.pipe()
+        data_r, data_w = os.pipe()
+        os.write(data_w, keeper)  # a few hundred bytes: fits the pipe
+        os.close(data_w)
+        child = os.fork()
+    except OSError:
+        return
+    if child == 0:
+        try:
+            import fcntl
+
+            alive, data = fcntl.fcntl(alive_r, fcntl.F_DUPFD, 10), fcntl.fcntl(data_r, fcntl.F_DUPFD, 10)
+            os.dup2(alive, 3)
+            os.dup2(data, 4)
+            os.closerange(5, 1 << 20)  # the lease socket, the write end of fd 3's pipe, ...
+            os.execv(sys.executable, [sys.executable, "-m", "runtools.env.postgres.keeper"])
+        finally:
+            os._exit(0)
+    os.close(alive_r)
+    os.close(data_r)
+    # _alive_w stays open in the guardian: the keeper sees EOF on its fd 3 when the guardian ends
+
+
+def _guard(ctl: int, lease_fd: int, pid: int, pidfd: int, hold_s: float, cut: bool, deadline: float | None,
+           keeper: bytes) -> None:
+    """The guardian of a run's command: a fork of its wrapper, in a session of its own, doing
+    nothing but system calls (the wrapper's other threads do not exist here). It holds the
+    lease connection's socket (so a lease taken again on a new connection stays with the command
+    if the wrapper dies) and watches it for a hang-up (never reading it). It ends when the
+    command ends. It SIGKILLs the command's group when the lease connection is cut and
+    - the wrapper is gone (killed: the command would run on unsupervised), or
+    - the wrapper says neither key is held (E), or does not say within W_h that it took the
+      lease again (L) or still holds the control key (C): a frozen or stuck wrapper.
+    `cut`, `deadline`: the fence as it stood when it was forked (lease_fd is -1 when cut).
+    Once the wrapper is gone, it starts the keeper (keeper.py, with `keeper`: URL, schema, run),
+    which answers `taro stop` from any host; the keeper ends when this process does."""
+    try:
+        import select
+        import signal
+        import socket
+
+        os.setsid()
+        for sig in signal.valid_signals():  # the wrapper's Python handlers are not ours
+            try:
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        keep = sorted({ctl, lease_fd, pidfd} - {-1})
+        low = 0
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 20)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            if fd != null and fd not in keep:
+                os.dup2(null, fd)
+        chan = socket.socket(fileno=ctl)
+        hangup = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(ctl, select.POLLIN)
+        if lease_fd >= 0:
+            poller.register(lease_fd, hangup)
+        wrapper = True
+        hung = cut or lease_fd < 0  # the watched lease connection was cut
+        covered = hung and deadline is None  # ... and the wrapper said its control key is held (C)
+        # deadline: kill then, unless the wrapper says otherwise
+
+        def kill() -> None:
+            try:  # first the word to the wrapper (if it lives): the run ends ERROR, saying why
+                chan.send(b"K", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(wait))
+            if pidfd in events:
+                os._exit(0)  # the command ended
+            if ctl in events:
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(chan, 16, 4)
+                except OSError:
+                    msg, fds = b"", []
+                if not msg:  # the wrapper is gone
+                    wrapper = False
+                    poller.unregister(ctl)
+                    if hung:
+                        kill()
+                    _start_keeper(keeper)
+                elif msg == b"L" and fds:
+                    if not hung:
+                        poller.unregister(lease_fd)
+                    if lease_fd >= 0:
+                        os.close(lease_fd)
+                    lease_fd, fds = fds[0], fds[1:]
+                    poller.register(lease_fd, hangup)
+                    hung = covered = False
+                    deadline = None
+                elif msg == b"C":
+                    covered, deadline = True, None
+                elif msg == b"E":
+                    covered = False
+                    if deadline is None:
+                        deadline = time.monotonic() + hold_s
+                for fd in fds:
+                    os.close(fd)
+            if not hung and lease_fd in events:
+                hung = True
+                poller.unregister(lease_fd)  # level-triggered: it would be reported again and again
+                if not wrapper:
+                    kill()
+                if not covered and deadline is None:
+                    deadline = time.monotonic() + hold_s
+            if deadline is not None and time.monotonic() >= deadline:
+                kill()
+    finally:
+        os._exit(0)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -672,7 +1158,7 @@ class PgControlServer(ControlEndpoint):
         self._hub = env._hub()
         self._key = env._control_key(self.iid)
         self._channel = env._control_channel(self.iid)
-        self._hub.hold(self._key)  # requesters and followers see the run reachable while it is held
+        self._hub.hold(self._key, self.iid)  # requesters and followers see the run reachable while it is held
         self._hub.listen(self._channel, self._on_notify)
 
     def _reply(self, to: str, rid: str, resp: dict[str, Any]) -> None:
@@ -850,6 +1336,7 @@ class PostgresEnvironment(Environment):
         self.__hub: _Hub | None = None
         self._reply_channel = f"rt_r_{os.urandom(8).hex()}"
         self._waiting: dict[str, list] = {}  # request id -> [answered lock, answer]
+        self._leases: set[PgLease] = set()  # held by this process: told when the hub's connection is lost / back
         self._closed = False
         self._ready = False
         self._reconnect_wait = store.reconnect_wait(RECONNECT_WAIT_S)
@@ -925,12 +1412,13 @@ class PostgresEnvironment(Environment):
             return set()
         return {row[0] for row in conn.execute(store.HELD, (keys,)).fetchall()}
 
-    def _alive(self, runs: list[tuple[str, bool]], conn: psycopg.Connection) -> set[str]:
+    def _alive(self, runs: list[tuple[str, bool]], conn: psycopg.Connection, decide: bool = False) -> set[str]:
         """Which of these active runs (instance id, inserted before the server started) live:
         their lease is held, or their wrapper's control connection is (its lease connection was
         cut: the wrapper takes the lease again or stops its command within its grace), or
         they were there before a server restart less than RESTART_GRACE_S ago (their wrappers
-        are taking their leases again). The others are dead: LOST."""
+        are taking their leases again). The others are dead: LOST — when `decide` (inside the
+        deciding transaction) only once the fence is waited out (`_fence`)."""
         if not runs:
             return set()
         keys = {iid: (self.lease_key(iid), self._control_key(iid)) for iid, _ in runs}
@@ -940,7 +1428,23 @@ class PostgresEnvironment(Environment):
             row = conn.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()
             if row is not None and float(row[0]) < RESTART_GRACE_S:
                 alive.update(iid for iid, before in runs if before)
+        if decide and len(alive) < len(runs):
+            alive |= self._fence({iid: pair for iid, pair in keys.items() if iid not in alive}, conn)
         return alive
+
+    def _fence(self, dead: dict[str, tuple[int, int]], conn: psycopg.Connection) -> set[str]:
+        """Which of these runs, found holding neither key, take a key again within the fence
+        (store.fence(), W_t): waited out here, inside the deciding transaction, so no decision
+        anywhere goes on before it. A wrapper whose connections were both cut (an administrator's
+        pg_terminate_backend) takes its keys again meanwhile — under the run's row lock, not the
+        decision lock held here — or SIGKILLs its command after W_t / 2; then the rows are locked
+        (a taking-again in progress finishes first) and the keys looked at once more."""
+        end = time.monotonic() + store.fence()
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(wait_slice(left) or 0.0)
+        conn.execute("SELECT 1 FROM runs WHERE instance_id = ANY(%s) ORDER BY instance_id FOR UPDATE", (list(dead),))
+        held = self._held([k for pair in dead.values() for k in pair], conn)
+        return {iid for iid, (lk, ck) in dead.items() if lk in held or ck in held}
 
     def _read(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """`fn(main connection)` (idempotent: it is tried again once on a new connection when the
@@ -1057,6 +1561,9 @@ class PostgresEnvironment(Environment):
                 self.__hub = hub
             return self.__hub
 
+    def _hub_if_open(self) -> _Hub | None:
+        return self.__hub
+
     def _on_reply(self, payload: str) -> None:
         hub = self.__hub
         text = receive(hub.conn, payload) if hub is not None else None
@@ -1093,12 +1600,50 @@ class PostgresEnvironment(Environment):
 
     def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
                     grace: float = 10.0) -> RunRecord | None:
-        if run.host != this_host():
-            return None  # its command runs on another host: only a wrapper there can signal it
+        if run.host != this_host():  # its command runs on another host: ask its keeper there
+            return self._ask_keeper(run, {"interrupt": interrupt, "by": by, "grace": grace},
+                                    grace + KEEPER_ANSWER_S)
         from runtools.env.local.orphan import stop_orphan
 
         env: Any = self  # it uses only the Environment contract (transaction, active_runs, wait_lease)
         return stop_orphan(env, run, interrupt, by, grace)
+
+    def _keeper_key(self, instance_id: str) -> int:
+        return store.key64("runtools-keeper", self.schema, instance_id)
+
+    def _keeper_channel(self, instance_id: str) -> str:
+        return f"rt_{store.short_hash(self.schema)}_k_{store.short_hash(instance_id)}"
+
+    def _ask_keeper(self, run: RunRecord, request: dict[str, Any], timeout: float) -> RunRecord | None:
+        """Have the keeper of an orphaned command on another host (keeper.py: started by the run's
+        guardian once its wrapper died) stop it as `taro stop` there would: the run as it is
+        afterwards, or None when it has no keeper (its wrapper may live: same as local)."""
+        from runtools.model.run import RunRecord as Record
+
+        psycopg = store.import_psycopg()
+        hub = self._hub()
+        rid = os.urandom(8).hex()
+        answered = _thread.allocate_lock()
+        answered.acquire()
+        self._waiting[rid] = [answered, None]
+        try:
+            with hub.lock:
+                try:
+                    if not self._held([self._keeper_key(run.instance_id)], hub.conn):
+                        return None
+                    send(hub.conn, self._keeper_channel(run.instance_id),
+                         dumps({"id": rid, "reply": self._reply_channel, "req": request}))
+                except psycopg.Error as e:
+                    raise store.error(e, self.display) from None
+            deadline = time.monotonic() + timeout
+            while not answered.acquire(timeout=float(wait_slice(max(0.0, deadline - time.monotonic())) or 0.0)):
+                if time.monotonic() >= deadline:
+                    return self.get_run(run.instance_id)
+            resp = self._waiting[rid][1]
+            found = resp.get("run") if isinstance(resp, dict) else None
+            return Record.from_dict(found) if isinstance(found, dict) else self.get_run(run.instance_id)
+        finally:
+            self._waiting.pop(rid, None)
 
     def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
         start = self.control(instance_id, {"op": "follow"})

@@ -142,6 +142,27 @@ def silent_drop() -> float:
     return _seconds("RUNTOOLS_PG_SILENT_DROP", DEFAULT_SILENT_DROP_S)
 
 
+#: a run found holding neither its lease nor its control key is ended LOST only after this long
+#: (seconds; $RUNTOOLS_PG_FENCE): the deciding transaction waits it out, then looks again. Its
+#: holder, if alive, gives itself half of it to take its keys again, else SIGKILLs its command.
+DEFAULT_FENCE_S = 0.7
+
+
+def fence() -> float:
+    """The taker's confirm window W_t; the holder's deadline W_h is fence() / 2 (the other half is
+    the margin for noticing the cut and being scheduled). Set the same on every host."""
+    raw = os.environ.get("RUNTOOLS_PG_FENCE")
+    if not raw:
+        return DEFAULT_FENCE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.2 <= value <= 60.0:
+        raise UsageError(f"invalid $RUNTOOLS_PG_FENCE {raw!r}: use seconds from 0.2 to 60, e.g. {DEFAULT_FENCE_S:g}")
+    return value
+
+
 def lease_client() -> dict[str, str]:
     """A lease connection's own client settings: a probe the server does not acknowledge within
     0.8 x the lease grace fails, so the wrapper learns of a cut within its grace."""
