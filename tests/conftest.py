@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,8 +78,9 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def group_alive(pgid: int) -> bool:
-    """True while some non-zombie process is in process group `pgid`."""
+def processes() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, fields of /proc/PID/stat after the command name) of every process there is now:
+    fields[0] is the state (b"Z" for a zombie), [1] the parent pid, [2] the process group."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -88,9 +89,12 @@ def group_alive(pgid: int) -> bool:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+        yield int(entry), fields
+
+
+def group_alive(pgid: int) -> bool:
+    """True while some non-zombie process is in process group `pgid`."""
+    return any(int(f[2]) == pgid and f[0] != b"Z" for _pid, f in processes())
 
 
 class Cli:

@@ -26,7 +26,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from conftest import pid_alive
+from conftest import pid_alive, processes
 from runtools.env.postgres import PostgresEnvironment
 from runtools.env.postgres.store import DEFAULT_FENCE_S, split_url
 
@@ -151,16 +151,9 @@ def executing_run(cli, url: str, tag: str) -> dict | None:
 
 def guardian_of(wrapper: int, command: int) -> int:
     """The guardian: the wrapper's child that is not its command."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == command:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == wrapper and fields[0] != b"Z":
-            return int(entry)
+    for pid, fields in processes():
+        if pid != command and int(fields[1]) == wrapper and fields[0] != b"Z":
+            return pid
     raise AssertionError(f"no guardian process under wrapper {wrapper}")
 
 
@@ -318,16 +311,7 @@ def test_the_guardian_ends_with_the_command_and_is_reaped(tmp_path):
     from .server import postgres_url
 
     def children() -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as f:
-                        if int(f.read().rsplit(b")", 1)[1].split()[1]) == os.getpid():
-                            found.append(int(entry))
-                except OSError:
-                    pass
-        return found
+        return [pid for pid, fields in processes() if int(fields[1]) == os.getpid()]
 
     with runtools.environment(postgres_url()) as env:
         assert runtools.run(["true"], job_id="warm", env=env).run.status.value == "COMPLETED"

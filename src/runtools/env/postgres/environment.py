@@ -1573,7 +1573,11 @@ class PostgresEnvironment(Environment):
             waiter[1] = msg.get("resp")
             waiter[0].release()
 
-    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    def _ask(self, key: int, channel: str, request: dict[str, Any], timeout: float) -> tuple[bool, Any]:
+        """Send `request` to whoever holds `key` and listens on `channel` (a run's wrapper, an
+        orphan's keeper) and wait for its answer on our reply channel: (False, None) when nobody
+        holds the key, (True, None) when the answer did not come within `timeout`, else
+        (True, answer)."""
         psycopg = store.import_psycopg()
         hub = self._hub()
         rid = os.urandom(8).hex()
@@ -1583,20 +1587,26 @@ class PostgresEnvironment(Environment):
         try:
             with hub.lock:
                 try:
-                    if not self._held([self._control_key(instance_id)], hub.conn):
-                        raise NotFoundError(f"run {instance_id} is not running (no control endpoint)")
-                    send(hub.conn, self._control_channel(instance_id),
-                         dumps({"id": rid, "reply": self._reply_channel, "req": request}))
+                    if not self._held([key], hub.conn):
+                        return False, None
+                    send(hub.conn, channel, dumps({"id": rid, "reply": self._reply_channel, "req": request}))
                 except psycopg.Error as e:
                     raise store.error(e, self.display) from None
             deadline = time.monotonic() + timeout
             while not answered.acquire(timeout=float(wait_slice(max(0.0, deadline - time.monotonic())) or 0.0)):
                 if time.monotonic() >= deadline:
-                    raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)")
-            resp = self._waiting[rid][1]
-            return resp if isinstance(resp, dict) else {"ok": False, "error": "unreadable answer"}
+                    return True, None
+            return True, self._waiting[rid][1]
         finally:
             self._waiting.pop(rid, None)
+
+    def control(self, instance_id: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        held, resp = self._ask(self._control_key(instance_id), self._control_channel(instance_id), request, timeout)
+        if not held:
+            raise NotFoundError(f"run {instance_id} is not running (no control endpoint)")
+        if resp is None:
+            raise NotFoundError(f"run {instance_id} did not answer (it may have just ended)")
+        return resp if isinstance(resp, dict) else {"ok": False, "error": "unreadable answer"}
 
     def stop_orphan(self, run: RunRecord, interrupt: bool = False, by: str | None = None,
                     grace: float = 10.0) -> RunRecord | None:
@@ -1620,30 +1630,12 @@ class PostgresEnvironment(Environment):
         afterwards, or None when it has no keeper (its wrapper may live: same as local)."""
         from runtools.model.run import RunRecord as Record
 
-        psycopg = store.import_psycopg()
-        hub = self._hub()
-        rid = os.urandom(8).hex()
-        answered = _thread.allocate_lock()
-        answered.acquire()
-        self._waiting[rid] = [answered, None]
-        try:
-            with hub.lock:
-                try:
-                    if not self._held([self._keeper_key(run.instance_id)], hub.conn):
-                        return None
-                    send(hub.conn, self._keeper_channel(run.instance_id),
-                         dumps({"id": rid, "reply": self._reply_channel, "req": request}))
-                except psycopg.Error as e:
-                    raise store.error(e, self.display) from None
-            deadline = time.monotonic() + timeout
-            while not answered.acquire(timeout=float(wait_slice(max(0.0, deadline - time.monotonic())) or 0.0)):
-                if time.monotonic() >= deadline:
-                    return self.get_run(run.instance_id)
-            resp = self._waiting[rid][1]
-            found = resp.get("run") if isinstance(resp, dict) else None
-            return Record.from_dict(found) if isinstance(found, dict) else self.get_run(run.instance_id)
-        finally:
-            self._waiting.pop(rid, None)
+        held, resp = self._ask(self._keeper_key(run.instance_id), self._keeper_channel(run.instance_id),
+                               request, timeout)
+        if not held:
+            return None
+        found = resp.get("run") if isinstance(resp, dict) else None
+        return Record.from_dict(found) if isinstance(found, dict) else self.get_run(run.instance_id)
 
     def follow_output(self, instance_id: str) -> Iterator[tuple[str, bytes | dict]]:
         start = self.control(instance_id, {"op": "follow"})
