@@ -196,6 +196,7 @@ def test_a_cue_whose_lease_is_lost_stops_dispatching(cli, monkeypatch, wait_unti
     import psycopg
 
     from pg.server import postgres_url
+    from pg.test_postgres_leases import cut_and_hold, lease_holder
     from runtools.env.postgres import PostgresEnvironment
     from runtools.env.postgres.store import split_url
 
@@ -222,13 +223,8 @@ def test_a_cue_whose_lease_is_lost_stops_dispatching(cli, monkeypatch, wait_unti
         rec = cue._shared.record
         key = PostgresEnvironment(url).lease_key(rec.instance_id)
         with psycopg.connect(split_url(postgres_url())[0], autocommit=True) as admin:
-            for _attempt in range(5):
-                (pid,) = admin.execute(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
-                    "AND ((classid::bigint << 32) | objid::bigint) = %s", (key,)).fetchone()
-                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-                (got,) = admin.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                if got:
+            for _attempt in range(5):  # the cue takes its lease again within ms: grab it server-side
+                if cut_and_hold(admin, lease_holder(admin, key), key):
                     break
             else:
                 pytest.fail("the cue took its lease again before the test could hold it, 5 times")
