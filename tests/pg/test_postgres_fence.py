@@ -284,7 +284,9 @@ def test_a_frozen_holder_resumed_after_others_took_over_kills_its_command_at_onc
     assert dead - thawed < 1.0
     found = never_two_copies(log)
     after = [t - thawed for t in found["A"] if t > thawed]
-    assert len(after) <= 3 and all(t < 0.5 for t in after), after  # the instant before its wrapper is scheduled
+    # the instant before its wrapper is scheduled and acts (10-40 ms measured on 2 busy cores; it
+    # ticks every 10 ms): bounded in time, not in ticks
+    assert all(t < 0.2 for t in after), after
     assert a.wait(30) == 125, a.stderr.read()
 
 
