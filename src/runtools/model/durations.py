@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from runtools.errors import UsageError
 
 _UNIT = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -19,6 +21,23 @@ def wait_slice(remaining: float | None) -> float | None:
     if remaining is None:
         return MAX_WAIT_S
     return min(max(0.0, remaining), MAX_WAIT_S)
+
+
+def env_seconds(var: str, default: float, least: float = 0.0, most: float | None = None) -> float:
+    """$VAR in seconds (`default` when unset or empty). Anything else than a number from `least`
+    to `most` (NaN and inf never are) is one UsageError naming the variable, its range when it
+    has one, and the default as the example."""
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not least <= value <= (1e9 if most is None else most):
+        span = "" if most is None else f" from {least:g} to {most:g}"
+        raise UsageError(f"invalid ${var} {raw!r}: use seconds{span}, e.g. {default:g}")
+    return value
 
 
 def parse_duration(text: str | float, what: str = "duration") -> float:

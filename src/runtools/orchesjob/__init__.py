@@ -32,16 +32,9 @@ def logs_dir(home: str) -> str:
 
 def lock_timeout() -> float:
     """$ORCHESJOB_LOCK_TIMEOUT in seconds (default 10); UsageError if it is not a number."""
-    raw = os.environ.get(LOCK_TIMEOUT_ENV)
-    try:
-        value = float(raw) if raw else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1e9:  # NaN, negative, inf: as $RUNTOOLS_BUSY_TIMEOUT
-        from runtools.errors import UsageError
+    from runtools.model.durations import env_seconds
 
-        raise UsageError(f"invalid ${LOCK_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 10")
-    return value
+    return env_seconds(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)
 
 
 def postgres_url(home: str) -> str | None:

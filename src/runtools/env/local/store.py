@@ -70,18 +70,9 @@ BUSY_TIMEOUT_ENV = "RUNTOOLS_BUSY_TIMEOUT"
 def busy_timeout() -> float:
     if BUSY_TIMEOUT_S is not None:
         return BUSY_TIMEOUT_S
-    raw = os.environ.get(BUSY_TIMEOUT_ENV)
-    if not raw:
-        return DEFAULT_BUSY_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1e9:
-        from runtools.errors import UsageError
+    from runtools.model.durations import env_seconds
 
-        raise UsageError(f"invalid ${BUSY_TIMEOUT_ENV} {raw!r}: use seconds, e.g. 60")
-    return value
+    return env_seconds(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S)
 
 
 def _schema_sql() -> list[str]:

@@ -12,6 +12,7 @@ import re
 from _blake2 import blake2b
 
 from runtools.errors import BackendError, UsageError
+from runtools.model.durations import env_seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,16 +109,7 @@ DEFAULT_SILENT_DROP_S = 24.0
 
 
 def _seconds(var: str, default: float, most: float = 3600.0) -> float:
-    raw = os.environ.get(var)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 1.0 <= value <= most:
-        raise UsageError(f"invalid ${var} {raw!r}: use seconds from 1 to {most:g}, e.g. {default:g}")
-    return value
+    return env_seconds(var, default, 1.0, most)
 
 
 #: how long a wrapper keeps trying to record its run's end while the server is away, with backoff
@@ -151,16 +143,7 @@ DEFAULT_FENCE_S = 0.7
 def fence() -> float:
     """The taker's confirm window W_t; the holder's deadline W_h is fence() / 2 (the other half is
     the margin for noticing the cut and being scheduled). Set the same on every host."""
-    raw = os.environ.get("RUNTOOLS_PG_FENCE")
-    if not raw:
-        return DEFAULT_FENCE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.2 <= value <= 60.0:
-        raise UsageError(f"invalid $RUNTOOLS_PG_FENCE {raw!r}: use seconds from 0.2 to 60, e.g. {DEFAULT_FENCE_S:g}")
-    return value
+    return env_seconds("RUNTOOLS_PG_FENCE", DEFAULT_FENCE_S, 0.2, 60.0)
 
 
 def lease_client() -> dict[str, str]:
