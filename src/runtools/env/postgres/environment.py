@@ -277,7 +277,7 @@ class _Hub:
                 first = True
                 while not self._closed:
                     if not first and select.select([self._r], [], [], RECONNECT_S)[0]:
-                        self._drain_pipe()
+                        _drain(self._r)
                         continue
                     first = False
                     try:
@@ -310,7 +310,7 @@ class _Hub:
                 return True
             if not ready:
                 continue
-            self._drain_pipe()
+            _drain(self._r)
             if self._closed:  # close() wrote to the pipe after the check above: drained, so look again
                 return True
             try:
@@ -325,13 +325,6 @@ class _Hub:
                         return False
             except Exception:
                 return False
-
-    def _drain_pipe(self) -> None:
-        try:
-            while os.read(self._r, 4096):
-                pass
-        except OSError:
-            pass
 
     def close(self) -> None:
         if self._closed:
@@ -838,7 +831,7 @@ class PgLease(Lease):
                 now, now_wall = time.monotonic(), time.time()
                 # slept much longer than asked, or the clocks parted: this host was frozen
                 frozen = now - tick > wait + FROZEN_S or abs((now_wall - wall) - (now - tick)) > FROZEN_S
-                self._drain()
+                _drain(self._wake_r)
                 if any(f == sock for f, _ in ready):
                     ok = self._check() and (not frozen or self._probe())
                 elif frozen or now >= next_probe:
@@ -890,15 +883,8 @@ class PgLease(Lease):
         import select
 
         select.select([self._wake_r], [], [], seconds)
-        self._drain()
+        _drain(self._wake_r)
         return self._released
-
-    def _drain(self) -> None:
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except OSError:
-            pass
 
     def release(self) -> None:
         import signal
@@ -931,6 +917,15 @@ class PgLease(Lease):
                 pass
             self.conn.close()
         self.env._leases.discard(self)
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (its bytes only say "look again")."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
 
 
 def _fork() -> int:
